@@ -1,0 +1,1 @@
+"""tinyprompt's benchmarks (repository scripts, not installed): `python -m bench <suite> --help`."""

@@ -1,0 +1,32 @@
+"""tinyprompt: prompt learning on CLIP in plain PyTorch (one distribution, two import roots).
+
+The top-level `kernels/` folder is installed as `tinyprompt.kernels` through `package_dir`, so the
+Triton kernels live beside the package in the repository but import as part of it.
+"""
+from setuptools import setup
+
+setup(
+    name="tinyprompt",
+    version="0.1.0",
+    description="Minimal-dependency prompt learning on CLIP: CoOp, TaI-DPT, ILM-VP, SHIP, POMP",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.kernels", "tinyprompt.weights"],
+    # the repository keeps kernels/ and weights/ at the top level; they install inside the package
+    package_dir={"tinyprompt.kernels": "kernels", "tinyprompt.weights": "weights"},
+    package_data={"tinyprompt.weights": ["*.json"]},
+    install_requires=[
+        "torch",
+        "numpy",
+        "ftfy",
+        "regex",
+        "triton; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "images": ["Pillow"],
+        "plot": ["matplotlib"],
+        "test": ["pytest", "Pillow"],
+    },
+    entry_points={"console_scripts": ["tinyprompt = tinyprompt.cli:main"]},
+)

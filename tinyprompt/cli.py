@@ -1,0 +1,30 @@
+"""The `tinyprompt` command (also `python -m tinyprompt`).
+
+Each subcommand lives in the module that owns it, which provides `add_args(parser)` and `run(args)`;
+this file only wires them together, so `tinyprompt --help` lists every subcommand with its defaults.
+"""
+import argparse
+import importlib
+import sys
+
+# subcommand: (module, one-line help)
+COMMANDS = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinyprompt", description="Prompt learning on CLIP in plain PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(module=module)
+        importlib.import_module(module).add_args(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args.module).run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
