@@ -1,0 +1,498 @@
+"""The lean CLIP: OpenAI's model with exact numerics, fp32 weights and hook points for prompt learning.
+
+Paper: "Learning Transferable Visual Models From Natural Language Supervision", Radford et al. 2021
+(arXiv 2103.00020). Reference code: openai/CLIP `clip/model.py` @ d05afc4. Same module tree and
+state-dict key names as OpenAI's, so released checkpoints load unchanged; `build_model` infers the
+architecture from tensor shapes exactly as OpenAI's loader does, but keeps fp32 weights (OpenAI's
+loader rounds them to fp16) and uses autocast for speed instead.
+
+Hook points, so that no method forks this file:
+- `encode_text(tokens)` runs the causal text transformer only up to the last EOT of the batch (exact:
+  later positions never reach an earlier one), `full_length=True` runs all `context_length` positions;
+- `encode_text_embeddings(embeddings, eot_index)`: prompts given as token embeddings (CoOp, SHIP, POMP);
+- `encode_text_tokens(tokens)`: every token's projected feature ("texts as images", TaI-DPT);
+- `image_feature_map(images)` and `encode_image_dense(images)`: the map before pooling and per-location
+  features (TaI-DPT, arXiv 2211.12739: `c_proj(v_proj(x_l))`, no attention).
+Attention is batch-first `F.scaled_dot_product_attention`; parameter names stay `nn.MultiheadAttention`'s.
+"""
+import math
+from collections import OrderedDict
+from dataclasses import asdict, astuple, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["CLIP", "CLIPConfig", "build_model", "eot_index", "infer_config"]
+
+_ARCHIVE_SCALARS = ("input_resolution", "context_length", "vocab_size")  # OpenAI archives' non-weight buffers
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (input upcast, result cast back), as OpenAI's, also under autocast."""
+
+    def forward(self, x):
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation x * sigmoid(1.702 x) (not the erf GELU)."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _randn(*shape, scale=1.0, divide=1.0):
+    """OpenAI's `scale * randn(shape)` / `randn(shape) / divide` draws (randn = empty().normal_()); on the
+    meta device only the shape is made: its Python random/arithmetic kernels cost seconds of imports."""
+    x = torch.empty(*shape)
+    if x.is_meta:
+        return x
+    x.normal_()
+    return x if scale == divide == 1.0 else scale * x / divide
+
+
+def _attend(q, k, v, heads: int, causal: bool = False):
+    """Multi-head scaled dot-product attention on (N, L, D) projections -> (N, Lq, D)."""
+    n, lq, d = q.shape
+    q, k, v = (t.unflatten(-1, (heads, d // heads)).transpose(1, 2) for t in (q, k, v))  # (N, H, L, D/H)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(n, lq, d)
+
+
+class MultiheadAttention(nn.Module):
+    """nn.MultiheadAttention's parameters (packed q/k/v `in_proj_*`, `out_proj`), batch-first."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))  # rows: q, k, v
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        # nn.MultiheadAttention's initialisation, in its order (so seeded models match OpenAI's)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x, causal: bool = False):  # x: (N, L, D)
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self.out_proj(_attend(q, k, v, self.heads, causal))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) with a 4x QuickGELU MLP."""
+
+    def __init__(self, width: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.causal = causal
+        self.attn = MultiheadAttention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, 4 * width)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(4 * width, width)),
+        ]))  # fmt: skip
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x):  # (N, L, D); out-of-place, so torch.utils.checkpoint can recompute it
+        x = x + self.attn(self.ln_1(x), self.causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of blocks; set `grad_checkpointing = True` to recompute each block in backward."""
+
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.width, self.layers, self.grad_checkpointing = width, layers, False
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
+
+    def forward(self, x):  # (N, L, D)
+        for block in self.resblocks:
+            use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
+            x = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
+        return x
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck with anti-aliased strides: an average pool does the striding, convs keep stride 1."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            # OpenAI's names: "-1" pool (size 1 in stage 1: a no-op), "0" conv, "1" BN
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))  # fmt: skip
+
+    def forward(self, x):  # (N, C, H, W) -> (N, 4 planes, H / stride, W / stride)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """CLIP's attention pool: the mean of the map's locations queries [mean; locations] with one MHA."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(_randn(spacial_dim**2 + 1, embed_dim, divide=embed_dim**0.5))
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x, positional_embedding: bool = True):  # (N, C, H, W) -> (N, E)
+        x = x.flatten(2).transpose(1, 2)  # (N, HW, C), locations row-major
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (N, 1 + HW, C)
+        if positional_embedding:
+            if x.shape[1] != self.positional_embedding.shape[0]:
+                side = math.isqrt(self.positional_embedding.shape[0] - 1)
+                raise ValueError(f"the attention pool's positional embedding is for a {side}x{side} map, got "
+                                 f"{x.shape[1] - 1} locations: feed {side * 32}px images or positional_embedding=False")
+            x = x + self.positional_embedding.to(x.dtype)
+        # only the mean token queries (TaI-DPT's copy queries with all tokens: its row 0 is the same)
+        out = _attend(self.q_proj(x[:, :1]), self.k_proj(x), self.v_proj(x), self.num_heads)
+        return self.c_proj(out[:, 0])
+
+    def dense(self, x):  # (N, C, H, W) -> (N, HW, E): c_proj(v_proj(x_l)) per location, no attention
+        return self.c_proj(self.v_proj(x.flatten(2).transpose(1, 2)))
+
+
+class ModifiedResNet(nn.Module):
+    """CLIP's ResNet: a 3-conv stem with an average pool, anti-aliased bottlenecks, an attention pool."""
+
+    def __init__(self, layers, output_dim: int, heads: int, input_resolution: int = 224, width: int = 64):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width  # mutated by _make_layer while building
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        embed_dim = width * 32  # the ResNet feature dimension
+        self.attnpool = AttentionPool2d(input_resolution // 32, embed_dim, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1):
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def feature_map(self, x):  # (N, 3, R, R) -> (N, 32 width, R / 32, R / 32)
+        x = x.to(self.conv1.weight.dtype)
+        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+            x = F.relu(bn(conv(x)))
+        x = self.avgpool(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x):  # (N, 3, R, R) -> (N, E)
+        return self.attnpool(self.feature_map(x))
+
+    def dense(self, x, positional_embedding: bool = True):  # -> (N, E), (N, HW, E)
+        fmap = self.feature_map(x)
+        return self.attnpool(fmap, positional_embedding), self.attnpool.dense(fmap)
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patches + class token + positional embedding, ln_pre, transformer, ln_post(token 0) @ proj."""
+
+    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width**-0.5
+        self.class_embedding = nn.Parameter(_randn(width, scale=scale))
+        self.positional_embedding = nn.Parameter(_randn((input_resolution // patch_size) ** 2 + 1, width, scale=scale))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(_randn(width, output_dim, scale=scale))
+
+    def feature_map(self, x):  # (N, 3, R, R) -> (N, 1 + HW, width): all tokens before ln_post
+        x = self.conv1(x.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)  # (N, HW, width), row-major
+        if x.shape[1] + 1 != self.positional_embedding.shape[0]:
+            raise ValueError(
+                f"this ViT takes {self.input_resolution}px images ({self.positional_embedding.shape[0] - 1} "
+                f"patches); got {x.shape[1]} patches: resize the images to {self.input_resolution}px"
+            )
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.transformer(self.ln_pre(x))
+
+    def forward(self, x):  # (N, 3, R, R) -> (N, E)
+        return self.ln_post(self.feature_map(x)[:, 0]) @ self.proj
+
+    def dense(self, x, positional_embedding: bool = True):  # -> (N, E), (N, HW, E)
+        if not positional_embedding:
+            raise ValueError("a ViT adds its positional embedding before the transformer: it cannot be left out")
+        tokens = self.ln_post(self.feature_map(x)) @ self.proj  # (N, 1 + HW, E)
+        return tokens[:, 0], tokens[:, 1:]
+
+
+@dataclass
+class CLIPConfig:
+    """OpenAI's `CLIP(...)` positional arguments, in order; a tuple `vision_layers` means a ResNet."""
+
+    embed_dim: int = 512  # joint image-text embedding size
+    image_resolution: int = 224  # input side in pixels
+    vision_layers: int | tuple = 12  # ViT depth, or blocks per ResNet stage (4 ints)
+    vision_width: int = 768  # ViT width, or ResNet stem width (features: 32x that)
+    vision_patch_size: int | None = 16  # ViT patch side; None for a ResNet
+    context_length: int = 77  # text positions
+    vocab_size: int = 49408  # BPE vocabulary
+    transformer_width: int = 512  # text width
+    transformer_heads: int = 8  # text heads
+    transformer_layers: int = 12  # text depth
+
+    def __post_init__(self):
+        if isinstance(self.vision_layers, list):
+            self.vision_layers = tuple(self.vision_layers)
+        sizes = {k: v for k, v in asdict(self).items() if k not in ("vision_layers", "vision_patch_size")}
+        features = self.vision_width * 32 if self.is_resnet else self.vision_width  # what the vision heads split
+        patch = self.vision_patch_size
+        checks = (
+            (self.transformer_width % max(1, self.transformer_heads), f"transformer_width "
+             f"{self.transformer_width} is not divisible by transformer_heads {self.transformer_heads}"),
+            (self.is_resnet and (len(self.vision_layers) != 4 or self.image_resolution % 32),
+             "a ResNet needs 4 stage depths and an image_resolution divisible by 32"),
+            (not self.is_resnet and (not patch or self.image_resolution % patch),
+             "a ViT needs an image_resolution divisible by vision_patch_size"),
+            (self.vision_heads < 1 or features % self.vision_heads,
+             f"vision_width {self.vision_width} gives {self.vision_heads} heads (head size 64, as OpenAI) that do "
+             f"not divide its {features} features: use a multiple of 64 (ViT) or an even width (ResNet)"),
+        )  # fmt: skip
+        problems = [f"{k}={v} must be positive" for k, v in sizes.items() if v < 1]
+        problems = problems or [message for bad, message in checks if bad]
+        if problems:
+            raise ValueError(f"invalid {self}: {'; '.join(problems)}")
+
+    @property
+    def is_resnet(self) -> bool:
+        return isinstance(self.vision_layers, tuple)
+
+    @property
+    def vision_heads(self) -> int:  # not stored in checkpoints: OpenAI derives it with head size 64
+        return self.vision_width * 32 // 64 if self.is_resnet else self.vision_width // 64
+
+
+class CLIP(nn.Module):
+    """Image and text towers, OpenAI's constructor and parameter names; fp32 unless cast by the caller."""
+
+    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+                 context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):  # fmt: skip
+        super().__init__()
+        self.config = cfg = CLIPConfig(
+            embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+            context_length, vocab_size, transformer_width, transformer_heads, transformer_layers,
+        )  # fmt: skip
+        self.embed_dim, self.context_length, self.vocab_size = embed_dim, context_length, vocab_size
+        self.text_width = transformer_width
+        if cfg.is_resnet:
+            self.visual = ModifiedResNet(cfg.vision_layers, embed_dim, cfg.vision_heads, image_resolution, vision_width)
+        else:
+            self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers,
+                                            cfg.vision_heads, embed_dim)  # fmt: skip
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, causal=True)
+        embedding = _randn(vocab_size, transformer_width)  # nn.Embedding's own N(0, 1) draw, skipped on meta
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width, _weight=embedding)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.full([], math.log(1 / 0.07)))
+        self.initialize_parameters()
+
+    def initialize_parameters(self):
+        """OpenAI's initialisation (used when pre-training from scratch; loading overwrites it)."""
+        if self.text_projection.is_meta:  # shapes only (build_model): nothing to draw
+            return
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features**-0.5
+            for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(proj.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
+                for name, param in stage.named_parameters():
+                    if name.endswith("bn3.weight"):  # each residual branch starts as zero
+                        nn.init.zeros_(param)
+        width, layers = self.transformer.width, self.transformer.layers
+        proj_std, attn_std, fc_std = width**-0.5 * (2 * layers) ** -0.5, width**-0.5, (2 * width) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    # ---- image side ----
+    def encode_image(self, images):  # (N, 3, R, R) -> (N, E), unnormalised
+        return self.visual(images.to(self.dtype))
+
+    def image_feature_map(self, images):
+        """ResNet: the map after layer4 (N, C, H, W); ViT: all tokens before ln_post (N, 1 + HW, width)."""
+        return self.visual.feature_map(images.to(self.dtype))
+
+    def encode_image_dense(self, images, positional_embedding: bool = True):
+        """(global (N, E), local (N, HW, E)), locations row-major (l = h W + w), unnormalised.
+
+        ResNet: global = the attention pool, with or without its positional embedding (TaI-DPT uses
+        without, which also works at any resolution); local = c_proj(v_proj(x_l)). ViT: global =
+        encode_image; local = ln_post(patch tokens) @ proj.
+        """
+        return self.visual.dense(images.to(self.dtype), positional_embedding)
+
+    # ---- text side ----
+    def _text_states(self, embeddings):  # (N, L, width) before positions -> after ln_final
+        if embeddings.ndim != 3 or embeddings.shape[-1] != self.text_width or embeddings.shape[1] > self.context_length:
+            raise ValueError(
+                f"text embeddings must be (N, L <= {self.context_length}, {self.text_width}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        x = embeddings + self.positional_embedding[: embeddings.shape[1]].to(embeddings.dtype)
+        return self.ln_final(self.transformer(x))
+
+    def encode_text_embeddings(self, embeddings, eot_index):
+        """Prompts as embeddings (N, L, width) BEFORE the positional embedding, pooled at eot_index (N,) -> (N, E)."""
+        if eot_index.shape != embeddings.shape[:1]:
+            raise ValueError(f"eot_index must have shape ({embeddings.shape[0]},), got {tuple(eot_index.shape)}")
+        x = self._text_states(embeddings)  # (N, L, width)
+        return x[torch.arange(x.shape[0], device=x.device), eot_index] @ self.text_projection
+
+    def _truncate(self, tokens, full_length: bool):  # -> tokens (N, L), eot (N,)
+        eot = eot_index(tokens)
+        length = tokens.shape[1] if full_length else int(eot.max()) + 1  # causal: later positions never matter
+        return tokens[:, :length], eot
+
+    def encode_text(self, tokens, full_length: bool = False):  # (N, context_length) ids -> (N, E)
+        tokens, eot = self._truncate(tokens, full_length)
+        return self.encode_text_embeddings(self.token_embedding(tokens), eot)
+
+    def encode_text_tokens(self, tokens):
+        """TaI-DPT's texts as images: (pooled (N, E), per-token (N, L, E)), L = max EOT index + 1."""
+        tokens, eot = self._truncate(tokens, full_length=False)
+        feats = self._text_states(self.token_embedding(tokens)) @ self.text_projection  # (N, L, E)
+        return feats[torch.arange(feats.shape[0], device=feats.device), eot], feats
+
+    def forward(self, images, tokens):  # -> logits_per_image (N, M), logits_per_text (M, N)
+        image = self.encode_image(images)
+        text = self.encode_text(tokens)
+        image = image / image.norm(dim=1, keepdim=True)
+        text = text / text.norm(dim=1, keepdim=True)
+        logits_per_image = self.logit_scale.exp() * image @ text.t()  # no clamp at inference, as OpenAI
+        return logits_per_image, logits_per_image.t()
+
+
+def eot_index(tokens):
+    """(N, L) token ids -> (N,) position of the first EOT (the largest id: argmax returns its first hit)."""
+    return tokens.argmax(dim=-1)
+
+
+def _not_clip(what: str) -> ValueError:
+    return ValueError(f"{what}: this is not an OpenAI-format CLIP checkpoint (state dict of openai/CLIP's model)")
+
+
+def infer_config(state_dict) -> CLIPConfig:
+    """The architecture of an OpenAI-format state dict, from tensor shapes alone (OpenAI's build_model rules)."""
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) for k in state_dict):
+        raise _not_clip(f"expected a dict of str -> tensor, got {type(state_dict).__name__}")
+
+    def shape(key, ndim):
+        if key not in state_dict:
+            found = ", ".join(list(state_dict)[:5]) or "none"
+            raise _not_clip(f"missing key {key!r} (first keys found: {found})")
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor) or value.ndim != ndim:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise _not_clip(f"key {key!r} should be a {ndim}-d tensor, got {got}")
+        return tuple(value.shape)
+
+    if "visual.proj" in state_dict:  # ViT
+        vision_width, _, _, vision_patch_size = shape("visual.conv1.weight", 4)
+        vision_layers = len([k for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+        grid = round((shape("visual.positional_embedding", 2)[0] - 1) ** 0.5)
+        image_resolution = vision_patch_size * grid
+    else:  # ModifiedResNet
+        vision_layers = tuple(
+            len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4)
+        )
+        vision_width, vision_patch_size = shape("visual.layer1.0.conv1.weight", 4)[0], None
+        tokens = shape("visual.attnpool.positional_embedding", 2)[0]
+        grid = round((tokens - 1) ** 0.5)
+        if grid**2 + 1 != tokens:
+            raise _not_clip(f"visual.attnpool.positional_embedding has {tokens} rows, not a square grid + 1")
+        image_resolution = grid * 32
+    width = shape("ln_final.weight", 1)[0]
+    fields = dict(
+        embed_dim=shape("text_projection", 2)[1],
+        image_resolution=image_resolution,
+        vision_layers=vision_layers,
+        vision_width=vision_width,
+        vision_patch_size=vision_patch_size,
+        context_length=shape("positional_embedding", 2)[0],
+        vocab_size=shape("token_embedding.weight", 2)[0],
+        transformer_width=width,
+        transformer_heads=width // 64,
+        transformer_layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks")}),
+    )
+    try:
+        return CLIPConfig(**fields)
+    except ValueError as err:
+        raise _not_clip(f"the shapes give an invalid architecture ({err})") from err
+
+
+def build_model(state_dict) -> CLIP:
+    """A CLIP from an OpenAI-format state dict: architecture from shapes, fp32 weights, strict load, eval mode.
+
+    The scalar keys of TorchScript archives (input_resolution, context_length, vocab_size) are ignored;
+    every floating tensor is copied as fp32 (released files store fp16; nothing is rounded). The model
+    lives on the state dict's device (the meta device works too, for shape checks).
+    """
+    if isinstance(state_dict, dict):
+        state_dict = {k: v for k, v in state_dict.items() if k not in _ARCHIVE_SCALARS}
+    config = infer_config(state_dict)
+    if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise _not_clip("some values are not tensors")
+    with torch.device("meta"):  # no allocation or random init: every tensor comes from the state dict
+        model = CLIP(*astuple(config))
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    problems = [f"{kind} key {keys[0]!r}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
+                for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+    if problems:
+        raise _not_clip(f"{'; '.join(problems)} for the inferred architecture {config}")
+    for key, ref in expected.items():
+        if state_dict[key].shape != ref.shape:
+            got = tuple(state_dict[key].shape)
+            raise _not_clip(f"key {key!r} has shape {got}, expected {tuple(ref.shape)} for {config}")
+    # one fresh fp32 copy per tensor (never aliasing the caller's dict), assigned in place of the meta ones
+    fresh = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone() for k, v in state_dict.items()}
+    model.load_state_dict(fresh, strict=True, assign=True)
+    return model.eval()
