@@ -121,7 +121,7 @@ def download(url: str, dest, sha256: str, timeout: float = 60.0, progress: bool 
         if e.code == 416 and have:  # the partial file is already complete (or longer than the file)
             return _finish(part, dest, url, sha256)
         raise RuntimeError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise RuntimeError(
             f"cannot reach {url} ({e}). Check the network, or download the file elsewhere and place it "
             f"at {dest} (sha256 {sha256})."

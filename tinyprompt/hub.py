@@ -1,0 +1,130 @@
+"""Checkpoints by name or by path: OpenAI's nine CLIP models, verified downloads, and loading.
+
+CLIP: "Learning Transferable Visual Models From Natural Language Supervision" (Radford et al.,
+arXiv 2103.00020). The released checkpoints are TorchScript archives; like OpenAI's loader
+(`clip.load(..., jit=False)`) we take the archive's `state_dict()` and build our own modules from it,
+so the same code also loads a plain state dict. Two deliberate differences from OpenAI's loader:
+weights stay fp32 (the archives' fp16 tensors are widened exactly), and downloads go through
+`tinyprompt.io.download` (temporary file, atomic rename, sha256, resume) so a partial or corrupt
+file is never loaded.
+
+Where a named checkpoint comes from, in order: `download_root` (default: the `clip` folder of the
+tinyprompt cache, $TINYPROMPT_CACHE), then OpenAI's own cache `~/.cache/clip`, each used only when
+its sha256 matches the manifest; else a download into `download_root` (never with
+TINYPROMPT_OFFLINE=1).
+"""
+import functools
+import importlib.resources
+import json
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from tinyprompt.clip import build_model
+from tinyprompt.io import cache_dir, download, sha256_file
+from tinyprompt.transforms import clip_preprocess
+
+__all__ = ["available_models", "load", "checkpoint_file"]
+
+
+@functools.lru_cache(maxsize=None)
+def _manifest() -> dict:
+    """name -> manifest entry (file, url, sha256, approx_size_bytes, input_resolution)."""
+    text = importlib.resources.files("tinyprompt.weights").joinpath("manifest.json").read_text(encoding="utf-8")
+    return {entry["name"]: entry for entry in json.loads(text)["models"]}
+
+
+def available_models() -> list[str]:
+    """Names `load` accepts, e.g. "ViT-B/32" (any checkpoint path is accepted too)."""
+    return list(_manifest())
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(
+        f"unknown model {name!r}: it is neither one of {available_models()} nor an existing file. "
+        f"Pass a model name or the path to a checkpoint (OpenAI .pt archive or a saved state dict)."
+    )
+
+
+def _openai_cache() -> Path:
+    return Path.home() / ".cache" / "clip"
+
+
+def checkpoint_file(name: str, download_root=None) -> Path:
+    """The verified local file of manifest model `name`: reused from disk, else downloaded.
+
+    A file on disk whose sha256 differs from the manifest is never loaded: it is reported with a
+    warning and (in `download_root`) replaced by the download.
+    """
+    if name not in _manifest():
+        raise _unknown(name)
+    entry = _manifest()[name]
+    root = Path(download_root) if download_root is not None else cache_dir() / "clip"
+    target = root / entry["file"]
+    for candidate in dict.fromkeys([target, _openai_cache() / entry["file"]]):  # dedupe, keep order
+        if not candidate.is_file():
+            continue
+        got = sha256_file(candidate)  # ~1 s per 500 MB; cheap next to building the model
+        if got == entry["sha256"]:
+            return candidate
+        warnings.warn(
+            f"{candidate} has sha256 {got}, expected {entry['sha256']} for {name}: it is incomplete or "
+            f"corrupt and is not used", stacklevel=2,
+        )
+    return download(entry["url"], target, entry["sha256"])
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a `constants.pkl` (torch.save zips have none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(member.endswith("/constants.pkl") for member in archive.namelist())
+
+
+def _read_checkpoint(path: Path):
+    """What `path` holds: an OpenAI TorchScript archive's state_dict(), else torch.load(weights_only=True).
+
+    A {"state_dict": ...} wrapper (training checkpoints) is unwrapped; build_model checks the rest.
+    """
+    if _is_torchscript(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates torch.jit.load
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # whatever torch.load fails with, the file is not a checkpoint we can read
+        reason = str(e).partition("\n")[0]
+        raise ValueError(
+            f"{path} is not a CLIP checkpoint: it is neither an OpenAI TorchScript archive nor a file "
+            f"torch.load(weights_only=True) can read ({type(e).__name__}: {reason}). "
+            f"Pass one of {available_models()} or a file saved with torch.save(model.state_dict(), path)."
+        ) from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        return state["state_dict"]
+    return state
+
+
+def load(name_or_path, device="cpu", download_root=None):
+    """(model, preprocess) for a model name from `available_models()` or a checkpoint path.
+
+    The model is fp32, in eval mode, on `device`; `preprocess` maps a PIL image to the model's
+    normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution`.
+    """
+    key = os.fspath(name_or_path)
+    if key in _manifest():
+        path = checkpoint_file(key, download_root)
+    elif os.path.isfile(key):
+        path = Path(key)
+    else:
+        raise _unknown(key)
+    state_dict = _read_checkpoint(path)
+    try:
+        model = build_model(state_dict)  # fp32 (the archives' fp16 tensors widen exactly), eval mode
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: {e}") from e
+    model = model.to(device)
+    return model, clip_preprocess(model.visual.input_resolution)
