@@ -1,0 +1,97 @@
+"""Backend selection and lazy Triton loading shared by the kernel files (DESIGN.md principle 3).
+
+Every kernel file has a Triton path and a plain-PyTorch reference twin. `backend` picks one:
+- "auto": Triton for CUDA tensors when `triton` imports, else the reference;
+- "triton": always Triton; on CPU tensors it runs under the Triton interpreter (that is how the CPU
+  tests exercise the kernels);
+- "reference": always the reference.
+
+Why the interpreter is chosen at import time. Triton decides interpreter-or-compiler once per process,
+when `triton` is first imported: its own library functions (`tl.sum`, `tl.sort`, `tl.cumsum`, ...) are
+created as interpreted or compiled objects then, so a kernel cannot switch later. This module is
+imported with `tinyprompt.kernels` (which itself never imports triton) and, on a machine without a
+CUDA device, sets `TRITON_INTERPRET=1` unless the variable is already set, so whichever code imports
+triton first (ours, or torch.compile's) gets the interpreter. On a CUDA machine nothing is set: Triton
+compiles, and `backend="triton"` on CPU tensors raises an error saying to start the process with
+TRITON_INTERPRET=1.
+
+Kernel bodies are plain module-level functions that use `tl` as a module global. `jit_in_place`
+imports triton on first use, binds `tl` in the kernel module and replaces each named function by its
+`triton.jit` object (kernels call their helpers by global name, so helpers must be jitted too).
+"""
+import functools
+import importlib
+import os
+import sys
+
+import torch
+
+BACKENDS = ("auto", "triton", "reference")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+if "TRITON_INTERPRET" not in os.environ and "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # see the module docstring: must happen before triton's first import
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """True when this process's triton runs kernels in the interpreter (decided at its first import)."""
+    import triton.language as tl
+
+    return type(tl.sum).__name__ == "InterpretedFunction"
+
+
+def use_triton(backend: str, *tensors: torch.Tensor) -> bool:
+    """Validate `backend` and say whether the Triton path runs for these (same-device) tensors."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    device = tensors[0].device
+    if backend == "reference":
+        return False
+    if backend == "auto":
+        return device.type == "cuda" and triton_available()
+    if not triton_available():
+        raise ImportError("backend='triton' needs the triton package: pip install triton (or use backend='reference')")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"backend='triton' runs on CUDA tensors (or CPU tensors in the interpreter), got {device}")
+    if device.type == "cpu" and not interpreting():
+        raise RuntimeError(
+            "backend='triton' on CPU tensors runs in the Triton interpreter, but this process imported triton "
+            "in compiled mode; start it with TRITON_INTERPRET=1, or use backend='reference' for CPU tensors"
+        )
+    return True
+
+
+def jit_in_place(module_globals: dict, names: tuple) -> None:
+    """Import triton, bind `tl` in the kernel module and replace each named function by its jit object."""
+    if module_globals.get("tl") is not None:
+        return
+    import triton
+    import triton.language as tl
+
+    for name in names:
+        module_globals[name] = triton.jit(module_globals[name])
+    module_globals["tl"] = tl  # bound last: a non-None `tl` means the module is ready
+
+
+def num_programs_target(device: torch.device) -> int:
+    """How many programs a launch should have: ~8 waves of the multiprocessors, so the last, partial
+    wave costs little (one program per multiprocessor at a time for the big tiles)."""
+    if device.type == "cuda":
+        return 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: a few programs, enough to exercise the split/combine logic
+
+
+def check_same_device(**tensors) -> None:
+    devices = {name: t.device for name, t in tensors.items() if isinstance(t, torch.Tensor)}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {d}" for name, d in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listing}; move them with .to(device)")

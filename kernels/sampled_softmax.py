@@ -1,0 +1,470 @@
+"""Sampled-negative softmax cross-entropy, fused: POMP's loss, with CoOp's full softmax as a special case.
+
+POMP: "Prompt Pre-Training with Twenty-Thousand Classes" (Ren et al., arXiv 2304.04704) contrasts every
+image with its own class and K-1 classes sampled once for the batch ("local contrast"), adding a margin
+to the negatives ("local correction"). CoOp: "Learning to Prompt for Vision-Language Models" (Zhou et
+al., arXiv 2109.01134) is the same loss over all classes (shared_from=0).
+
+The columns of class_features w (M, D) come in two parts:
+  [0, shared_from)  private positives: row i sees column j only if j == target[i];
+  [shared_from, M)  shared negatives: every row sees them, except column ignore[i] (POMP masks a
+                    sampled negative that equals the row's own class).
+  z[i, j] = s <x_i, w_j> + (margin_i if j != target[i] else 0)
+  loss_i  = logsumexp_{j visible to i} z[i, j] - z[i, target[i]]        (0 when only the target is visible)
+
+How both paths compute it, never holding the (B, M) logits:
+- forward: private target logits are row dot products; the shared columns are swept in column tiles
+  with an online log-sum-exp (Triton: one program per (row block, column split); a second small kernel
+  combines the splits in a fixed order). The loss is formed relative to the target logit,
+  log sum_j exp(z_j - z_t), so it stays exact for logits near 100. Only loss_i and z_t (B,) are kept.
+- backward: the shared columns are recomputed chunk by chunk (CHUNK_BYTES of dL/dz at a time):
+  G = s dL/dz for the chunk, then dX += G @ W_c and dW_c = G^T @ X (cuBLAS on GPU). Each class row
+  is written once, so nothing needs atomics; ds sums dL/dz_ij <x_i, w_j> per row.
+- private positives: their class gradients are per-class sums over rows (duplicate labels).
+  With DETERMINISTIC (default True) the Triton path sums them in a fixed order (rows sorted by
+  class); False uses index_add_ (CUDA atomics: last-bit differences between runs). Every other
+  reduction is always in a fixed order.
+Cost: 2BMD FLOPs forward and 6BMD backward over the shared columns.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _backend
+
+REDUCTIONS = ("mean", "sum", "none")
+DETERMINISTIC = True
+CHUNK_BYTES = 16 << 20  # dL/dz buffer per backward chunk (reference: fp32; Triton: the input dtype)
+# Triton tile shapes per kind of input; `bench.kernels --sweep` times alternatives by overriding these.
+TILE_CONFIGS = {
+    "16bit": dict(BLOCK_B=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),
+    "fp32": dict(BLOCK_B=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+    "interpret": dict(BLOCK_B=32, BLOCK_N=64, BLOCK_K=32),  # no tuning knobs in the interpreter
+}
+tl = None  # triton.language, bound by _backend.jit_in_place on the first Triton call
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+def _tile_epilogue(dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb,
+                   col0, run_max, run_sum, z_target, ds_rows, MODE: tl.constexpr, SCALE_GRAD: tl.constexpr):
+    """One (BLOCK_B, BLOCK_N) tile of <x_i, w_j>: update the row carries (MODE 0) or write G (MODE 1)."""
+    is_target = (cols[None, :] == target[:, None]) & col_ok[None, :]
+    visible = row_ok[:, None] & col_ok[None, :] & ((cols[None, :] != ignore[:, None]) | is_target)
+    z = dot * scale + tl.where(is_target, 0.0, margin[:, None])  # the target column has no margin
+    z = tl.where(visible, z, float("-inf"))
+    if MODE == 0:
+        new_max = tl.maximum(run_max, tl.max(z, 1))
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # a row with nothing visible yet
+        run_sum = run_sum * tl.exp(run_max - safe_max) + tl.sum(tl.exp(z - safe_max[:, None]), 1)
+        run_max = new_max
+        z_target += tl.sum(tl.where(is_target, z, 0.0), 1)
+    else:
+        p = tl.exp((z - z_t[:, None]) - loss[:, None])  # softmax, exact for large logits; 0 where invisible
+        grad_z = gout[:, None] * (p - is_target.to(tl.float32))
+        if SCALE_GRAD:
+            ds_rows += tl.sum(grad_z * dot, 1)
+        g_ptrs = G + rows.to(tl.int64)[:, None] * stride_gb + (cols - col0)[None, :]
+        tl.store(g_ptrs, (grad_z * scale).to(G.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    return run_max, run_sum, z_target, ds_rows
+
+
+def _softmax_tile_kernel(
+    X, W, TARGET, IGNORE, MARGIN, SCALE, ZT, LOSS, GOUT, G, PART,
+    n_rows, dim, col_end, col0, cols_per_split,
+    stride_xb, stride_xd, stride_wm, stride_wd, stride_gb,
+    MODE: tl.constexpr,  # 0: partial (max, log sum exp, target logit) per split; 1: write G = s dL/dz
+    HAS_IGNORE: tl.constexpr, SCALE_GRAD: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Program (row block, split) sweeps shared columns [lo, hi) of [col0, col_end) in BLOCK_N tiles."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < n_rows
+    target = tl.load(TARGET + rows, mask=row_ok, other=-1)
+    if HAS_IGNORE:
+        ignore = tl.load(IGNORE + rows, mask=row_ok, other=-1)
+    else:
+        ignore = tl.full([BLOCK_B], -1, tl.int64)
+    margin = tl.load(MARGIN + rows, mask=row_ok, other=0.0)
+    scale = tl.load(SCALE)
+    # MODE 1 only (dummy buffers in MODE 0): z_target, loss_i and dL/dloss_i of each row
+    z_t = tl.load(ZT + rows, mask=row_ok, other=0.0)
+    loss = tl.load(LOSS + rows, mask=row_ok, other=0.0)
+    gout = tl.load(GOUT + rows, mask=row_ok, other=0.0)
+    lo = col0 + tl.program_id(1) * cols_per_split
+    hi = tl.minimum(lo + cols_per_split, col_end)
+    ks = tl.arange(0, BLOCK_K)
+    x_ptrs = X + rows.to(tl.int64)[:, None] * stride_xb + ks[None, :] * stride_xd  # (BLOCK_B, BLOCK_K)
+    run_max = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    run_sum = tl.zeros([BLOCK_B], tl.float32)
+    z_target = tl.zeros([BLOCK_B], tl.float32)
+    ds_rows = tl.zeros([BLOCK_B], tl.float32)
+    for c in range(lo, hi, BLOCK_N):
+        cols = c + tl.arange(0, BLOCK_N)
+        col_ok = cols < hi
+        w_ptrs = W + cols.to(tl.int64)[None, :] * stride_wm + ks[:, None] * stride_wd  # (BLOCK_K, BLOCK_N)
+        dot = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+        for k in range(0, dim, BLOCK_K):
+            k_ok = ks + k < dim
+            xt = tl.load(x_ptrs + k * stride_xd, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            wt = tl.load(w_ptrs + k * stride_wd, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            dot = tl.dot(xt, wt, dot, input_precision=DOT_PRECISION)
+        run_max, run_sum, z_target, ds_rows = _tile_epilogue(
+            dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb, col0,
+            run_max, run_sum, z_target, ds_rows, MODE, SCALE_GRAD)
+    part = PART + tl.program_id(1) * n_rows + rows  # PART: (quantity, split, row)
+    if MODE == 0:
+        stride_q = tl.num_programs(1) * n_rows
+        tl.store(part, run_max, mask=row_ok)
+        tl.store(part + stride_q, tl.log(run_sum), mask=row_ok)
+        tl.store(part + 2 * stride_q, z_target, mask=row_ok)
+    elif SCALE_GRAD:
+        tl.store(part, ds_rows, mask=row_ok)
+
+
+def _finish_kernel(X, W, TARGET, SCALE, PART, LOSS, ZT, DOTP, n_rows, n_splits, dim, shared_from,
+                   stride_xb, stride_xd, stride_wm, stride_wd, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Per row: the private target logit, the splits combined relative to the target logit, the loss.
+
+    loss_i = log sum_j exp(z_j - z_t): the shared columns give sum_s exp((m_s - z_t) + log l_s); a private
+    target adds its own exp(0) = 1, i.e. loss = softplus(shared part). Never lse - z_t, which would lose
+    ~1e-5 absolute to fp32 rounding when the logits are near 100.
+    """
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = rows < n_rows
+    target = tl.load(TARGET + rows, mask=row_ok, other=0)
+    private = row_ok & (target < shared_from)
+    dot = tl.zeros([BLOCK_B], tl.float32)
+    if shared_from > 0:
+        for d0 in range(0, dim, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            mask = private[:, None] & (d < dim)[None, :]
+            x = tl.load(X + rows.to(tl.int64)[:, None] * stride_xb + d[None, :] * stride_xd, mask=mask, other=0.0)
+            w = tl.load(W + target[:, None] * stride_wm + d[None, :] * stride_wd, mask=mask, other=0.0)
+            dot += tl.sum(x.to(tl.float32) * w.to(tl.float32), 1)
+    z_shared = tl.zeros([BLOCK_B], tl.float32)
+    for split in range(0, n_splits):
+        z_shared += tl.load(PART + (2 * n_splits + split) * n_rows + rows, mask=row_ok, other=0.0)
+    z_t = tl.where(private, tl.load(SCALE) * dot, z_shared)
+    top = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    for split in range(0, n_splits):
+        v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
+        top = tl.maximum(top, v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0))
+    safe_top = tl.where(top == float("-inf"), 0.0, top)
+    total = tl.zeros([BLOCK_B], tl.float32)
+    for split in range(0, n_splits):
+        v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
+        total += tl.exp(v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0) - safe_top)
+    shared = safe_top + tl.log(total)  # -inf when no shared column is visible
+    t = tl.exp(-tl.abs(shared))
+    log1p_t = tl.where(t < 1e-4, t * (1.0 - 0.5 * t), tl.log(1.0 + t))  # log1p without libdevice
+    loss = tl.where(private, tl.maximum(shared, 0.0) + log1p_t, shared)
+    tl.store(LOSS + rows, loss, mask=row_ok)
+    tl.store(ZT + rows, z_t, mask=row_ok)
+    tl.store(DOTP + rows, dot, mask=row_ok)
+
+
+def _segment_sum_kernel(X, COEF, ORDER, OFFSETS, OUT, dim, stride_xb, stride_xd, stride_ob, stride_od,
+                        BLOCK_D: tl.constexpr):
+    """OUT[c] = sum of COEF[r] * X[r] over the rows r of class c, in sorted row order (deterministic)."""
+    cls = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = d < dim
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for r in range(tl.load(OFFSETS + cls), tl.load(OFFSETS + cls + 1)):
+        row = tl.load(ORDER + r)
+        acc += tl.load(COEF + row) * tl.load(X + row * stride_xb + d * stride_xd, mask=d_ok, other=0.0).to(tl.float32)
+    tl.store(OUT + cls * stride_ob + d * stride_od, acc.to(OUT.dtype.element_ty), mask=d_ok)
+
+
+_TRITON_FUNCTIONS = ("_tile_epilogue", "_softmax_tile_kernel", "_finish_kernel", "_segment_sum_kernel")
+
+
+# ----------------------------------------------------------------------------- Triton launchers
+def _launch_tiles(mode, x, w, scale, target, margin, ignore, col0, col_end, z_target=None, loss=None, gout=None,
+                  g=None, scale_grad=False):
+    """Run the tile kernel over columns [col0, col_end); returns its PART buffer (quantity, split, row)."""
+    _backend.jit_in_place(globals(), _TRITON_FUNCTIONS)
+    interpret = x.device.type == "cpu"
+    if interpret:
+        cfg, precision = TILE_CONFIGS["interpret"], "ieee"
+    elif x.dtype == torch.float32:  # follow torch's own switch for fp32 matmuls on tensor cores
+        cfg, precision = TILE_CONFIGS["fp32"], "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    else:
+        cfg, precision = TILE_CONFIGS["16bit"], "tf32"  # ignored for 16-bit inputs
+    n_rows, n_cols = x.shape[0], col_end - col0
+    row_blocks = math.ceil(n_rows / cfg["BLOCK_B"])
+    # enough column splits to fill the device; each split a whole number of tiles
+    n_splits = max(1, min(math.ceil(_backend.num_programs_target(x.device) / row_blocks),
+                          math.ceil(n_cols / cfg["BLOCK_N"])))
+    cols_per_split = math.ceil(n_cols / n_splits / cfg["BLOCK_N"]) * cfg["BLOCK_N"]
+    n_splits = math.ceil(n_cols / cols_per_split)
+    part = torch.empty((3 if mode == 0 else 1, n_splits, n_rows), device=x.device, dtype=torch.float32)
+    dummy = margin  # any fp32 buffer, for pointers a mode does not read
+    _softmax_tile_kernel[(row_blocks, n_splits)](
+        x, w, target, target if ignore is None else ignore, margin, scale,
+        dummy if z_target is None else z_target, dummy if loss is None else loss, dummy if gout is None else gout,
+        part if g is None else g, part,
+        n_rows, x.shape[1], col_end, col0, cols_per_split,
+        x.stride(0), x.stride(1), w.stride(0), w.stride(1), 0 if g is None else g.stride(0),
+        MODE=mode, HAS_IGNORE=ignore is not None, SCALE_GRAD=scale_grad, DOT_PRECISION=precision, **cfg,
+    )
+    return part
+
+
+def _triton_operands(x, w):
+    # the interpreter runs tl.dot through numpy, which has no bf16: give it fp32 (the same products)
+    return (x.float(), w.float()) if x.device.type == "cpu" else (x, w)
+
+
+def _triton_forward(x, w, scale, target, margin, ignore, shared_from):
+    """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,): two launches."""
+    n_rows, n_cols = x.shape[0], w.shape[0]
+    part = torch.empty((3, 0, n_rows), device=x.device)  # no shared columns: no split
+    if shared_from < n_cols:
+        part = _launch_tiles(0, x, w, scale, target, margin, ignore, shared_from, n_cols)
+    losses, z_target, dot_private = torch.empty((3, n_rows), device=x.device)
+    block_b = 32
+    _finish_kernel[(math.ceil(n_rows / block_b),)](
+        x, w, target, scale, part, losses, z_target, dot_private, n_rows, part.shape[1], x.shape[1], shared_from,
+        x.stride(0), x.stride(1), w.stride(0), w.stride(1), BLOCK_B=block_b, BLOCK_D=64,
+    )
+    return losses, z_target, dot_private
+
+
+def _triton_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
+    g = torch.empty((x.shape[0], c1 - c0), device=x.device, dtype=x.dtype)
+    part = _launch_tiles(1, x, w, scale, target, margin, ignore, c0, c1, z_target, loss, gout, g, scale_grad)
+    return g, (part[0].sum(0) if scale_grad else None)
+
+
+def _triton_class_sum(out, coef, x, target, private):
+    """out[c] = sum over private rows r with target[r] == c of coef[r] * x[r]."""
+    if not (DETERMINISTIC or torch.are_deterministic_algorithms_enabled()):
+        return _reference_class_sum(out, coef, x, target, private)
+    n_classes = out.shape[0]
+    key = torch.where(private, target, n_classes)  # shared-target rows sort after every class
+    order = torch.argsort(key, stable=True)
+    offsets = torch.zeros(n_classes + 1, device=x.device, dtype=torch.int64)
+    offsets[1:] = torch.bincount(key, minlength=n_classes + 1)[:n_classes].cumsum(0)
+    block_d = 128
+    _segment_sum_kernel[(n_classes, math.ceil(x.shape[1] / block_d))](
+        x, coef, order, offsets, out, x.shape[1], x.stride(0), x.stride(1), out.stride(0), out.stride(1),
+        BLOCK_D=block_d,
+    )
+
+
+# ----------------------------------------------------------------------------- reference (plain PyTorch)
+def _reference_operands(x, w):
+    return x.float(), w  # class rows are cast chunk by chunk
+
+
+def _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot):
+    """(dot or None, z, hit rows, their target columns) for shared columns [c0, c1); z is -inf where invisible."""
+    dot = x @ w[c0:c1].float().T  # (B, C)
+    z = dot.clone() if keep_dot else dot
+    z.mul_(scale)
+    hit = torch.nonzero((target >= c0) & (target < c1)).squeeze(1)
+    hit_cols = target[hit] - c0
+    z_target = z[hit, hit_cols]  # the target column has no margin
+    z.add_(margin[:, None])
+    z[hit, hit_cols] = z_target
+    if ignore is not None:
+        masked = torch.nonzero((ignore >= c0) & (ignore < c1) & (ignore != target)).squeeze(1)
+        z[masked, ignore[masked] - c0] = float("-inf")
+    return (dot if keep_dot else None), z, hit, hit_cols
+
+
+def _reference_forward(x, w, scale, target, margin, ignore, shared_from):
+    """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,), from column chunks."""
+    n_rows = x.shape[0]
+    private = target < shared_from
+    dot_private = torch.zeros(n_rows, device=x.device)
+    if shared_from > 0:
+        dot_private = torch.where(private, (x * w[target].float()).sum(1), 0.0)
+    nothing = torch.full((n_rows,), float("-inf"), device=x.device)  # a part with no visible column
+    maxes, log_sums = [nothing], [nothing]
+    z_target = torch.zeros(n_rows, device=x.device)
+    for c0, c1 in _chunks(shared_from, w.shape[0], n_rows, 4):
+        _, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=False)
+        z_target[hit] = z[hit, hit_cols]
+        z_max = z.amax(1)
+        maxes.append(z_max)
+        log_sums.append(z.sub_(torch.where(z_max == float("-inf"), 0.0, z_max)[:, None]).exp_().sum(1).log_())
+    # loss_i = log sum_j exp(z_j - z_t), formed relative to the target logit, never as lse - z_t: with
+    # logits near 100 that difference would lose ~1e-5 absolute to fp32 rounding
+    z_target = torch.where(private, scale * dot_private, z_target)
+    shared = torch.logsumexp((torch.stack(maxes) - z_target) + torch.stack(log_sums), 0)  # -inf: none visible
+    losses = torch.where(private, torch.logaddexp(shared, torch.zeros_like(shared)), shared)  # + exp(0) of z_t
+    return losses, z_target, dot_private
+
+
+def _reference_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
+    dot, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=scale_grad)
+    grad_z = z.sub_(z_target[:, None]).sub_(loss[:, None]).exp_().mul_(gout[:, None])  # softmax * dL/dloss_i
+    grad_z[hit, hit_cols] -= gout[hit]
+    ds_rows = (grad_z * dot).sum(1) if scale_grad else None
+    return grad_z.mul_(scale), ds_rows
+
+
+def _reference_class_sum(out, coef, x, target, private):
+    rows = coef[:, None] * x.float()  # non-private rows have coef 0 and add nothing to class 0
+    acc = torch.zeros(out.shape, device=x.device, dtype=torch.float32)
+    out.copy_(acc.index_add_(0, torch.where(private, target, 0), rows))
+
+
+class _Engine:
+    """The two ways to sweep the shared columns; everything else is common code in _SampledSoftmax."""
+
+    def __init__(self, operands, forward, grad_chunk, class_sum):
+        self.operands, self.forward, self.grad_chunk, self.class_sum = operands, forward, grad_chunk, class_sum
+
+
+_TRITON = _Engine(_triton_operands, _triton_forward, _triton_grad_chunk, _triton_class_sum)
+_REFERENCE = _Engine(_reference_operands, _reference_forward, _reference_grad_chunk, _reference_class_sum)
+
+
+def _chunks(start, stop, n_rows, itemsize):
+    """Column ranges [c0, c1) covering [start, stop) with at most CHUNK_BYTES of (n_rows, c) per chunk."""
+    width = max(256, CHUNK_BYTES // (n_rows * itemsize) // 256 * 256)
+    return [(c0, min(c0 + width, stop)) for c0 in range(start, stop, width)]
+
+
+class _SampledSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, class_features, scale, target, margin, ignore, shared_from, reduction, engine):
+        x, w = engine.operands(features, class_features)
+        s = scale.detach().float()
+        losses, z_target, dot_private = engine.forward(x, w, s, target, margin, ignore, shared_from)  # (B,) each
+        ctx.save_for_backward(features, class_features, s, target, margin, ignore, z_target, losses, dot_private)
+        ctx.shared_from, ctx.reduction, ctx.engine = shared_from, reduction, engine
+        ctx.scale_shape, ctx.scale_dtype = scale.shape, scale.dtype
+        if reduction == "mean":
+            return losses.mean()
+        return losses.sum() if reduction == "sum" else losses
+
+    @staticmethod
+    def backward(ctx, grad):
+        features, class_features, s, target, margin, ignore, z_target, losses, dot_private = ctx.saved_tensors
+        need_x, need_w, need_s = ctx.needs_input_grad[:3]
+        engine, shared_from = ctx.engine, ctx.shared_from
+        x, w = engine.operands(features, class_features)
+        n_rows, n_cols = x.shape[0], w.shape[0]
+        gout = grad.float().expand(n_rows) / (n_rows if ctx.reduction == "mean" else 1)
+        gout = gout.contiguous()  # dL/dloss_i, (B,)
+        dx = torch.zeros(x.shape, device=x.device, dtype=torch.float32) if need_x else None
+        dw = torch.zeros_like(class_features) if need_w else None
+        ds = torch.zeros((), device=x.device)
+        for c0, c1 in _chunks(shared_from, n_cols, n_rows, 4 if engine is _REFERENCE else x.element_size()):
+            g, ds_rows = engine.grad_chunk(x, w, s, target, margin, ignore, z_target, losses, gout, c0, c1, need_s)
+            if need_x:
+                dx += g @ w[c0:c1].to(g.dtype)
+            if need_w and dw.dtype == g.dtype:
+                torch.mm(g.T, x, out=dw[c0:c1])  # no temporary
+            elif need_w:
+                dw[c0:c1] = g.T @ x.to(g.dtype)
+            if need_s:
+                ds += ds_rows.sum()
+        if shared_from > 0:  # private positives: dL/dz_target = gout (p_target - 1), p_target = exp(-loss_i)
+            private = target < shared_from
+            coef = torch.where(private, gout * torch.expm1(-losses), 0.0)
+            if need_x:
+                dx += (s * coef)[:, None] * w[target].float()
+            if need_w:
+                engine.class_sum(dw[:shared_from], s * coef, x, target, private)
+            if need_s:
+                ds += (coef * dot_private).sum()
+        dx = dx.to(features.dtype) if need_x else None
+        ds = ds.to(ctx.scale_dtype).reshape(ctx.scale_shape) if need_s else None
+        return dx, dw, ds, None, None, None, None, None, None
+
+
+# ----------------------------------------------------------------------------- public functions
+def sampled_softmax_loss(features, class_features, target, scale, margin=0.0, shared_from=0, ignore=None,
+                         reduction="mean", backend="auto"):
+    """Softmax cross-entropy over each row's visible columns (see the module docstring); loss in fp32.
+
+    features (B, D) and class_features (M, D): fp32, fp16 or bf16 (same dtype; fp32 accumulation).
+    target (B,) int: each row's positive column. scale: float or 0-d tensor (gets a gradient if it
+    requires one). margin: float or (B,) tensor added to non-target columns (no gradient).
+    shared_from: columns [0, shared_from) are private positives, [shared_from, M) shared negatives.
+    ignore: None or (B,) int, a shared column hidden from row i (negative = none).
+    reduction: "mean" | "sum" | "none". backend: "auto" | "triton" | "reference".
+    Reductions run in a fixed order unless the module switch DETERMINISTIC is set to False.
+    """
+    args = _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction)
+    engine = _TRITON if _backend.use_triton(backend, features) else _REFERENCE
+    return _SampledSoftmax.apply(*args, engine)
+
+
+def sampled_softmax_loss_reference(features, class_features, target, scale, margin=0.0, shared_from=0,
+                                   ignore=None, reduction="mean"):
+    """The plain-PyTorch twin (column-chunked, memory-lean; the CPU fast path). Same arguments and result."""
+    return _SampledSoftmax.apply(*_validated(features, class_features, target, scale, margin, shared_from, ignore,
+                                             reduction), _REFERENCE)
+
+
+def _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction):
+    for name, t in (("features", features), ("class_features", class_features)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor (rows, dim), got {getattr(t, 'shape', type(t))}")
+        if t.dtype not in _backend.FLOAT_DTYPES:
+            raise TypeError(f"{name} has dtype {t.dtype}; use float32, float16 or bfloat16")
+    if features.dtype != class_features.dtype:
+        raise TypeError(f"features is {features.dtype} but class_features is {class_features.dtype}; "
+                        "cast one to the other's dtype")
+    (n_rows, dim), n_cols = features.shape, class_features.shape[0]
+    if class_features.shape[1] != dim:
+        raise ValueError(f"features has dim {dim} but class_features has dim {class_features.shape[1]}")
+    if n_rows == 0 or n_cols == 0 or dim == 0:
+        raise ValueError(f"empty input: features {tuple(features.shape)}, class_features {tuple(class_features.shape)}")
+    _check_index("target", target, n_rows)
+    if ignore is not None:
+        _check_index("ignore", ignore, n_rows)
+    if isinstance(shared_from, bool) or not isinstance(shared_from, int) or not 0 <= shared_from <= n_cols:
+        raise ValueError(f"shared_from must be an int in [0, {n_cols}] (the number of class rows), got {shared_from!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is not one of {REDUCTIONS}")
+    device = features.device
+    if isinstance(scale, torch.Tensor):
+        if scale.dim() != 0 or not scale.is_floating_point():
+            raise ValueError(f"scale must be a float or a 0-d float tensor, got {tuple(scale.shape)} {scale.dtype}")
+    elif isinstance(scale, (int, float)) and math.isfinite(scale):
+        scale = torch.full((), float(scale), device=device)  # a fill, not a host-to-device copy
+    else:
+        raise ValueError(f"scale must be a finite float or a 0-d float tensor, got {scale!r}")
+    if isinstance(margin, torch.Tensor):
+        if margin.shape not in ((), (n_rows,)) or not margin.is_floating_point():
+            raise ValueError(f"margin must be a float or a ({n_rows},) float tensor, "
+                             f"got {tuple(margin.shape)} {margin.dtype}")
+        margin = margin.detach().float().expand(n_rows).contiguous()
+    elif isinstance(margin, (int, float)):
+        margin = torch.full((n_rows,), float(margin), device=device)
+    else:
+        raise ValueError(f"margin must be a float or a ({n_rows},) float tensor, got {margin!r}")
+    _backend.check_same_device(features=features, class_features=class_features, target=target, scale=scale,
+                               margin=margin, ignore=ignore)
+    target = target.long().contiguous()
+    ignore = None if ignore is None else ignore.long().contiguous()
+    # the data checks cost one device sync together; the messages are built only on failure
+    bad_target = (target < 0) | (target >= n_cols)
+    bad_ignore = torch.zeros_like(bad_target) if ignore is None else (ignore >= n_cols) | (ignore == target)
+    flags = torch.stack([bad_target.any(), bad_ignore.any(), ~torch.isfinite(scale.detach())]).tolist()
+    if flags[0]:
+        i = int(torch.nonzero(bad_target)[0])
+        raise ValueError(f"target[{i}] = {int(target[i])} is outside [0, {n_cols}) (the class_features rows)")
+    if flags[1]:
+        i = int(torch.nonzero(bad_ignore)[0])
+        raise ValueError(f"ignore[{i}] = {int(ignore[i])} must be < {n_cols} and differ from target[{i}] "
+                         "(use -1 for no ignored column)")
+    if flags[2]:
+        raise ValueError(f"scale is not finite: {float(scale)}")
+    return features, class_features, scale, target, margin, ignore, shared_from, reduction
+
+
+def _check_index(name, t, n_rows):
+    if not isinstance(t, torch.Tensor) or t.shape != (n_rows,):
+        raise ValueError(f"{name} must be a ({n_rows},) integer tensor, got {getattr(t, 'shape', type(t))}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
