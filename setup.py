@@ -12,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.kernels", "tinyprompt.weights"],
+    packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.recipes", "tinyprompt.kernels", "tinyprompt.weights"],
     # the repository keeps kernels/ and weights/ at the top level; they install inside the package
     package_dir={"tinyprompt.kernels": "kernels", "tinyprompt.weights": "weights"},
     package_data={"tinyprompt.weights": ["*.json"]},

@@ -8,7 +8,12 @@ import importlib
 import sys
 
 # subcommand: (module, one-line help)
-COMMANDS = {}
+COMMANDS = {
+    "zeroshot": ("tinyprompt.zeroshot", "zero-shot accuracy of a CLIP model on a folder-per-class image set"),
+    "train": ("tinyprompt.train", "learn a prompt with one of the methods (tinyprompt train METHOD --help)"),
+    "eval": ("tinyprompt.evaluate", "accuracy of a saved prompt on a labelled image set, with any class list"),
+    "export-classifier": ("tinyprompt.export", "L2-normalised class embeddings (C, E) of a saved prompt, as .npy"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,147 @@
+"""tinyprompt.prompts: context init, prompt assembly (all layouts) and every exact encoding shortcut.
+
+The golden CoOp cases (official PromptLearner outputs) are checked in test_coop.py; here the pieces are
+checked against the plain formulation: the official 77-token encoding of the assembled prompts.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinyprompt.clip import CLIP
+from tinyprompt.prompts import ClassPrompts, context_from_words, random_context
+from tinyprompt.tokenizer import get_tokenizer, tokenize
+
+NAMES = ["golden_retriever", "cat", "Annual Crop Land", "st. bernard", "a (b)", "jack-o'-lantern", "x"]
+pytestmark = pytest.mark.skipif(
+    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
+    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
+)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    model = CLIP(16, 32, 1, 64, 16, 77, 49408, 32, 2, 2).eval()  # tiny text tower: width 32, 2 heads, 2 layers
+    with torch.no_grad():  # non-trivial LayerNorm / attention biases, so a wrong path cannot hide
+        for name, p in model.named_parameters():
+            if name.endswith(("ln_1.bias", "ln_2.bias", "ln_final.bias", "in_proj_bias", "out_proj.bias")):
+                p.normal_(std=0.1)
+            elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")):
+                p.normal_(1.0, 0.1)
+    return model.requires_grad_(False)
+
+
+def reference_features(clip, prompts, tokens):
+    """The official TextEncoder: all 77 positions, pooled at argmax(tokens)."""
+    return clip.encode_text_embeddings(prompts, tokens.argmax(-1))
+
+
+def test_random_context_shapes_and_std():
+    torch.manual_seed(0)
+    assert random_context(4, 32).shape == (4, 32)
+    ctx = random_context(16, 512, n_cls=10)
+    assert ctx.shape == (10, 16, 512)
+    assert abs(ctx.std().item() - 0.02) < 1e-3
+    with pytest.raises(ValueError, match="n_ctx >= 1"):
+        random_context(0, 32)
+
+
+def test_word_init_counts_words_not_tokens(clip):
+    ctx, text = context_from_words(clip, "a_photo_of_a")
+    ids = tokenize("a photo of a")[0]
+    assert text == "a photo of a" and ctx.shape == (4, 32)
+    assert torch.equal(ctx, clip.token_embedding.weight[ids[1:5]])
+    # "itap" is two tokens (it + ap): n_ctx = 3 words, ctx = the first 3 TOKENS (it, ap, of)
+    ctx, _ = context_from_words(clip, "itap of a")
+    ids = tokenize("itap of a")[0]
+    assert ctx.shape == (3, 32) and len(get_tokenizer().encode("itap")) == 2
+    assert torch.equal(ctx, clip.token_embedding.weight[ids[1:4]])
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_assembly_layout_by_hand(clip, position):
+    n_ctx = 3  # odd: the middle layout splits it 1 + 2
+    prompts = ClassPrompts(clip, NAMES, n_ctx, position=position, full_length=True)
+    ctx = torch.randn(n_ctx, 32)
+    out = prompts.assemble(ctx)  # (n_cls, 77, width)
+    emb = clip.token_embedding(prompts.tokens)  # sentence "X X X name." per class
+    assert out.shape == (len(NAMES), 77, 32)
+    for i, n in enumerate(prompts.name_lens):
+        name = emb[i, 1 + n_ctx : 1 + n_ctx + n]
+        rest = emb[i, 1 + n_ctx + n :]
+        parts = {"end": [ctx, name], "middle": [ctx[:1], name, ctx[1:]], "front": [name, ctx]}[position]
+        assert torch.equal(out[i], torch.cat([emb[i, :1], *parts, rest]))
+    # the name length is counted alone: "a (b)" is 4 tokens, its ")" merges with "." in the sentence
+    assert prompts.name_lens[NAMES.index("a (b)")] == 4
+
+
+def test_placeholder_text_and_truncated_buffers(clip):
+    prompts = ClassPrompts(clip, NAMES, 4)
+    assert torch.equal(prompts.tokens, tokenize([f"X X X X {n.replace('_', ' ')}." for n in NAMES]))
+    longest = int(prompts.tokens.argmax(-1).max()) + 1
+    assert prompts.token_embeds.shape == (len(NAMES), longest, 32)  # only positions that can matter
+    assert not any(name in dict(prompts.state_dict()) for name in ("tokens", "token_embeds", "layout"))  # non-persistent
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_encode_equals_full_length_encoding_with_grads(clip, position, shared):
+    torch.manual_seed(1)
+    full = ClassPrompts(clip, NAMES, 4, position=position, full_length=True)
+    ctx = (torch.randn(4, 32) if shared else torch.randn(len(NAMES), 4, 32)).requires_grad_()
+    ref = reference_features(clip, full.assemble(ctx), full.tokens)
+    cot = torch.randn_like(ref)
+    (ref_grad,) = torch.autograd.grad((ref * cot).sum(), ctx)
+    for options in [dict(), dict(share_prefix=False), dict(chunk_size=3), dict(chunk_size=2, checkpoint=True),
+                    dict(chunk_size=1, share_prefix=True)]:  # fmt: skip
+        out = ClassPrompts(clip, NAMES, 4, position=position, **options).encode(clip, ctx)
+        (grad,) = torch.autograd.grad((out * cot).sum(), ctx)
+        torch.testing.assert_close(out, ref, atol=2e-6, rtol=0, msg=f"{options}")
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5 * ref_grad.abs().max().item(), rtol=0, msg=f"{options}")
+
+
+def test_subset_duplicates_and_per_row_context(clip):
+    torch.manual_seed(2)
+    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=2)
+    full = ClassPrompts(clip, NAMES, 4, full_length=True)
+    ctx = torch.randn(4, 32, requires_grad=True)
+    idx = torch.tensor([5, 1, 1, 6, 0, 5])  # repeated classes (POMP's positives can repeat)
+    out = prompts.encode(clip, ctx, idx)
+    ref = reference_features(clip, full.assemble(ctx), full.tokens)[idx]
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=0)
+    cot = torch.randn_like(out)
+    g, g_ref = (torch.autograd.grad((o * cot).sum(), ctx)[0] for o in (out, ref))
+    torch.testing.assert_close(g, g_ref, atol=1e-5 * g_ref.abs().max().item(), rtol=0)
+    # one context per row (SHIP: ctx + a per-sample bias), rows aligned with class_idx, never deduplicated
+    per_row = ctx.detach()[None] + torch.randn(len(idx), 1, 32)
+    out = prompts.encode(clip, per_row, idx)
+    ref = reference_features(clip, full.assemble(per_row, idx), full.tokens[idx])
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=0)
+    assert not torch.allclose(out[1], out[2])  # same class, different contexts
+
+
+def test_bad_inputs(clip):
+    prompts = ClassPrompts(clip, NAMES, 4)
+    with pytest.raises(ValueError, match=r"ctx must be \(4, 32\) shared"):
+        prompts.assemble(torch.zeros(5, 32))
+    with pytest.raises(ValueError, match="per prompt"):
+        prompts.assemble(torch.zeros(3, 4, 32))  # 3 rows for 7 classes
+    with pytest.raises(ValueError, match="class token position"):
+        ClassPrompts(clip, NAMES, 4, position="back")
+    with pytest.raises(ValueError, match="no class names"):
+        ClassPrompts(clip, [], 4)
+    with pytest.raises(ValueError, match="tokens"):  # a name too long for 77 tokens names the text
+        ClassPrompts(clip, ["word " * 80], 4)
+
+
+def test_chunks_hold_one_prompt_length_each(clip, monkeypatch):
+    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=2)
+    seen = []
+    real = prompts._encode_rows
+    monkeypatch.setattr(prompts, "_encode_rows", lambda c, ctx, idx: seen.append(idx) or real(c, ctx, idx))
+    with torch.no_grad():
+        prompts.encode(clip, torch.randn(4, 32))
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(NAMES)))  # every class exactly once
+    assert all(len(part) <= 2 and len(set(prompts.eot_index[part].tolist())) == 1 for part in seen)

@@ -1,0 +1,224 @@
+"""Shared prompt machinery: learned context vectors spliced into class-name prompts, encoded by CLIP.
+
+CoOp ("Learning to Prompt for Vision-Language Models", Zhou et al., arXiv 2109.01134) introduced the
+prompt every method here reuses (TaI-DPT, SHIP and POMP build on the same learner):
+
+    prompt_c = [SOS] [ctx_1 ... ctx_M] [name_c tokens] [.] [EOT]      (class token at the "end")
+
+where the ctx vectors are learned in the text encoder's input space and everything else is the frozen
+token embedding of the sentence "X X ... X name_c." (M placeholders). The class tokens can also sit in
+the "middle" (between the two halves of the context) or at the "front" (right after SOS). The text
+feature of class c is CLIP's text transformer on prompt_c, pooled at the EOT position.
+
+This file has the pieces, with no method-specific parameters (methods own their ctx tensors):
+- `random_context` / `context_from_words`: CoOp's two initialisations (with its word-count quirk);
+- `ClassPrompts`: the fixed token embeddings of the class sentences (non-persistent buffers), the
+  assembly of prompts for any subset of classes with a shared context (CoOp, TaI-DPT's two contexts,
+  POMP) or one context per row (class-specific CoOp, SHIP's per-sample bias), and their encoding.
+
+Encoding is exact and cheaper than the official code, which runs all 77 positions of every prompt:
+- EOT truncation: the transformer is causal and pools at the EOT, so positions after the longest EOT
+  of a pass never matter; with chunks, rows are grouped by length so no row is padded at all;
+- shared prefix: with a shared context and the class token at the end (or middle), positions
+  0..P-1 (SOS + context) are identical in every prompt, and so (causal mask) are their hidden states:
+  they are computed once per chunk and every row attends to them, instead of being recomputed per class;
+- chunks (at most `chunk_size` prompts of one length per pass, optionally activation-checkpointed)
+  bound memory for thousands of classes; `chunk_size=0` encodes all rows in one padded pass (fewer,
+  larger kernels: better on GPU for up to a few thousand prompts);
+- duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
+"""
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tinyprompt.clip import eot_index as first_eot
+from tinyprompt.tokenizer import get_tokenizer, tokenize
+
+__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_with_shared_prefix", "random_context"]
+
+POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
+
+
+def random_context(n_ctx: int, width: int, n_cls: int | None = None, std: float = 0.02) -> torch.Tensor:
+    """CoOp's random init: N(0, std^2) of shape (n_ctx, width), or (n_cls, n_ctx, width) class-specific."""
+    if n_ctx < 1 or width < 1 or (n_cls is not None and n_cls < 1):
+        raise ValueError(f"context shape needs n_ctx >= 1, width >= 1, n_cls >= 1; got {n_ctx}, {width}, {n_cls}")
+    shape = (n_ctx, width) if n_cls is None else (n_cls, n_ctx, width)
+    return nn.init.normal_(torch.empty(shape), std=std)
+
+
+@torch.no_grad()
+def context_from_words(clip, words: str) -> tuple[torch.Tensor, str]:
+    """CoOp's word init: (ctx (n_ctx, width), placeholder text) from a phrase such as "a photo of a".
+
+    Quirk kept from the official code: n_ctx is the number of space-separated WORDS, and ctx takes the
+    first n_ctx TOKENS of the phrase; when a word is several tokens ("itap" = it + ap) the remaining
+    tokens of the phrase stay in the fixed part of every prompt.
+    """
+    text = words.replace("_", " ")
+    n_ctx = len(text.split(" "))
+    if not text.strip():
+        raise ValueError("ctx_init is empty: pass words such as 'a photo of a', or use a random init")
+    tokens = tokenize(text).to(clip.token_embedding.weight.device)  # (1, 77)
+    return clip.token_embedding(tokens)[0, 1 : 1 + n_ctx].clone(), text  # (n_ctx, width), skipping SOS
+
+
+class ClassPrompts(nn.Module):
+    """The fixed part of the prompts "<placeholder> <name>." of n_cls classes, assembled with a context.
+
+    `placeholder` is the text standing where the context goes ("X X ... X" for a random init, the
+    init phrase for a word init); its first `n_ctx` tokens are replaced by the context. Buffers (never
+    saved: they follow from the class names): `tokens` (n_cls, 77) ids, `eot_index` (n_cls,),
+    `token_embeds` (n_cls, L, width) with L = the longest prompt (77 with `full_length`), `layout`.
+    """
+
+    def __init__(self, clip, classnames, n_ctx: int, placeholder: str | None = None, position: str = "end",
+                 chunk_size: int = 0, checkpoint: bool = False, share_prefix: bool = True, full_length: bool = False):  # fmt: skip
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"class token position {position!r} is not one of {POSITIONS}")
+        if not classnames:
+            raise ValueError("no class names given: a prompt learner needs at least one class")
+        if chunk_size < 0:
+            raise ValueError(f"chunk_size must be >= 0 (0 = all prompts in one pass), got {chunk_size}")
+        self.n_cls, self.n_ctx, self.position = len(classnames), n_ctx, position
+        self.chunk_size, self.checkpoint, self.share_prefix, self.full_length = chunk_size, checkpoint, share_prefix, full_length
+        placeholder = " ".join(["X"] * n_ctx) if placeholder is None else placeholder
+        names = [name.replace("_", " ") for name in classnames]  # CoOp: "golden_retriever" -> "golden retriever"
+        # the official rule: the name's token count measured ALONE, without the trailing "." (which can
+        # merge with the name's last token inside the sentence, e.g. "a (b)." ends in the token ").")
+        tokenizer = get_tokenizer()
+        self.name_lens = [len(tokenizer.encode(name)) for name in names]
+        tokens = tokenize([f"{placeholder} {name}." for name in names])  # (n_cls, 77); too long raises
+        eot = first_eot(tokens)
+        # positions that can ever be read: up to the longest EOT (and the class chunk, for odd names)
+        keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(self.name_lens)) + 1)
+        device = clip.token_embedding.weight.device
+        with torch.no_grad():
+            embeds = clip.token_embedding(tokens[:, :keep].to(device))  # (n_cls, L, width)
+        self.register_buffer("tokens", tokens.to(device), persistent=False)
+        self.register_buffer("eot_index", eot.to(device), persistent=False)
+        self.register_buffer("token_embeds", embeds, persistent=False)
+        self.register_buffer("layout", self._layout(keep).to(device), persistent=False)
+
+    def _layout(self, length: int) -> torch.Tensor:
+        """(n_cls, L) source of every prompt position in cat([ctx (n_ctx), fixed embeddings (L)]).
+
+        The fixed sentence is [SOS][X * n_ctx][name][rest]; index k < n_ctx is ctx_k, n_ctx + q is fixed q.
+        """
+        n = self.n_ctx
+        rows = []
+        for name_len in self.name_lens:
+            sos, ctx = [n], list(range(n))
+            name = list(range(2 * n + 1, 2 * n + 1 + name_len))  # fixed positions n+1 .. n+name_len
+            rest = list(range(2 * n + 1 + name_len, n + length))  # ".", EOT, padding
+            if self.position == "end":
+                row = sos + ctx + name + rest
+            elif self.position == "middle":  # odd n_ctx: the first half is the shorter one, as CoOp
+                row = sos + ctx[: n // 2] + name + ctx[n // 2 :] + rest
+            else:
+                row = sos + name + ctx + rest
+            rows.append(row[:length])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None):
+        """Prompt embeddings (R, length, width) of the classes `class_idx` (default: all, R = n_cls).
+
+        ctx: (n_ctx, width) shared by all rows, or (R, n_ctx, width) one per row (class-specific
+        contexts indexed by the caller, or SHIP's per-sample contexts). length: default all kept positions.
+        """
+        idx = torch.arange(self.n_cls, device=self.layout.device) if class_idx is None else class_idx
+        length = self.token_embeds.shape[1] if length is None else length
+        rows, width = idx.shape[0], self.token_embeds.shape[-1]
+        if ctx.shape[-2:] != (self.n_ctx, width) or ctx.dim() not in (2, 3) or (ctx.dim() == 3 and ctx.shape[0] != rows):
+            raise ValueError(
+                f"ctx must be ({self.n_ctx}, {width}) shared or ({rows}, {self.n_ctx}, {width}) per prompt, "
+                f"got {tuple(ctx.shape)}"
+            )
+        fixed = self.token_embeds[idx, :length]  # (R, L, width)
+        ctx = ctx.to(fixed.dtype).expand(rows, self.n_ctx, width)
+        sequence = torch.cat([ctx, fixed], dim=1)  # (R, n_ctx + L, width)
+        source = self.layout[idx, :length, None].expand(rows, length, width)
+        return sequence.gather(1, source)  # (R, L, width): copies, so prompts are exact
+
+    def shared_prefix_length(self, ctx: torch.Tensor) -> int:
+        """Leading positions identical in every prompt: SOS plus the context before the class tokens."""
+        if ctx.dim() != 2:
+            return 1  # per-row contexts: only SOS is shared
+        return 1 + {"end": self.n_ctx, "middle": self.n_ctx // 2, "front": 0}[self.position]
+
+    def encode(self, clip, ctx: torch.Tensor, class_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Text features (R, E), unnormalised, of the prompts of `class_idx` (default all) with `ctx`."""
+        if class_idx is None:
+            class_idx = torch.arange(self.n_cls, device=self.layout.device)
+        elif ctx.dim() == 2:  # shared context: a class's prompt is the same wherever it appears
+            unique, inverse = torch.unique(class_idx, return_inverse=True)
+            if unique.shape[0] < class_idx.shape[0]:
+                return self.encode(clip, ctx, unique)[inverse]
+        if not self.chunk_size:
+            return self._encode_chunk(clip, ctx, class_idx)
+        # one prompt length per chunk, so no row is padded: sort by EOT, cut where the length changes
+        lengths, order = torch.sort(self.eot_index[class_idx], stable=True)
+        runs = torch.unique_consecutive(lengths, return_counts=True)[1].tolist()
+        pieces = []
+        for part in (chunk for run in order.split(runs) for chunk in run.split(self.chunk_size)):
+            part_ctx = ctx if ctx.dim() == 2 else ctx[part]
+            pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part]))
+        return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order
+
+    def _encode_chunk(self, clip, ctx, class_idx):
+        if self.checkpoint and torch.is_grad_enabled():  # keep only inputs; recompute in backward
+            return checkpoint(functools.partial(self._encode_rows, clip), ctx, class_idx, use_reentrant=False)
+        return self._encode_rows(clip, ctx, class_idx)
+
+    def _encode_rows(self, clip, ctx, class_idx):
+        eot = self.eot_index[class_idx]  # (R,)
+        length = self.token_embeds.shape[1] if self.full_length else int(eot.max()) + 1
+        prompts = self.assemble(ctx, class_idx, length)  # (R, L, width)
+        prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
+        if prefix > 1 and prompts.shape[0] > 1:
+            return encode_with_shared_prefix(clip, prompts[0, :prefix], prompts[:, prefix:], eot - prefix)
+        return clip.encode_text_embeddings(prompts, eot)
+
+
+def _project(attn, x):
+    """attn's packed q/k/v projections of x (N, L, D) -> three (N, L, D)."""
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+
+
+def _attend(attn, q, k, v, mask=None):
+    """Multi-head attention of q (N, S, D) over k, v (N, T, D), then out_proj; causal when mask is None."""
+    n, s, d = q.shape
+    q, k, v = (t.unflatten(-1, (attn.heads, d // attn.heads)).transpose(1, 2) for t in (q, k, v))  # (N, H, len, D/H)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, s, d))
+
+
+def encode_with_shared_prefix(clip, prefix: torch.Tensor, rest: torch.Tensor, eot_index: torch.Tensor):
+    """Text features (N, E) of prompts cat(prefix, rest_i), the prefix (P, width) shared by all rows.
+
+    Same function as `clip.encode_text_embeddings(cat(prefix, rest), eot)`: under the causal mask the
+    prefix positions attend only to the prefix, so their states are computed once (one row) and each
+    row's own positions (N, S, width) attend to [prefix keys; own keys]. eot_index counts from the end
+    of the prefix (the EOT is never inside it).
+    """
+    p, (n, s, _) = prefix.shape[0], rest.shape
+    positions = clip.positional_embedding.to(rest.dtype)
+    x_p = (prefix + positions[:p])[None]  # (1, P, width)
+    x_r = rest + positions[p : p + s]  # (N, S, width)
+    # row i's position j may see the whole prefix and its own positions <= j
+    mask = torch.ones(s, p + s, dtype=torch.bool, device=rest.device).tril(diagonal=p)  # (S, P + S)
+    for block in clip.transformer.resblocks:
+        q_p, k_p, v_p = _project(block.attn, block.ln_1(x_p))  # (1, P, D)
+        q_r, k_r, v_r = _project(block.attn, block.ln_1(x_r))  # (N, S, D)
+        keys = torch.cat([k_p.expand(n, p, -1), k_r], dim=1)  # (N, P + S, D)
+        values = torch.cat([v_p.expand(n, p, -1), v_r], dim=1)
+        x_p = x_p + _attend(block.attn, q_p, k_p, v_p)
+        x_p = x_p + block.mlp(block.ln_2(x_p))
+        x_r = x_r + _attend(block.attn, q_r, keys, values, mask)
+        x_r = x_r + block.mlp(block.ln_2(x_r))
+    x_r = clip.ln_final(x_r)
+    return x_r[torch.arange(n, device=x_r.device), eot_index] @ clip.text_projection

@@ -1,0 +1,166 @@
+"""CoOp recipe: few-shot prompt learning on an image-classification dataset, with the official defaults.
+
+Paper: "Learning to Prompt for Vision-Language Models" (arXiv 2109.01134); defaults from the official
+configs (KaiyangZhou/CoOp `configs/trainers/CoOp/*.yaml`, `scripts/coop/main.sh`): SGD lr 0.002, momentum
+0.9, weight decay 5e-4, batch 32, one warm-up epoch at the constant 1e-5, then cosine; 16 context
+vectors, class token at the end; max epochs by shots: 16 / 8 -> 200, 4 / 2 -> 100, 1 -> 50 (ImageNet:
+50); random resized crop + horizontal flip; few-shot train/val drawn as Dassl does for the seed.
+
+The official trainer re-encodes every augmented image at every step through the frozen image encoder.
+By default this recipe encodes K augmented views of every training image once (`--views`, a feature
+cache on disk keyed by everything that affects the features) and each epoch trains on one cached view
+per image, so a step costs only the text encoder; `--reencode` keeps the official per-step augmentation.
+
+    tinyprompt train coop --model ViT-B/16 --data DATA/oxford_pets/images \\
+        --split DATA/oxford_pets/split_zhou_OxfordPets.json --shots 16 --seed 1 --out runs/pets_16s_seed1
+Outputs in --out: checkpoint.pt (every epoch; --resume continues), prompt.pt, best.pt (best val
+accuracy), metrics.json (per-epoch logs, val accuracy, and test accuracy of the final and best prompts).
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from tinyprompt.data.features import FeatureDataset, cached_features
+from tinyprompt.data.splits import ImageDataset, few_shot_splits
+from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.evaluate import accuracy_of_features, model_from_prompt
+from tinyprompt.hub import load
+from tinyprompt.io import atomic_write
+from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
+from tinyprompt.metrics import accuracy
+from tinyprompt.prompts import POSITIONS
+from tinyprompt.recipes import int_at_least, load_splits, non_negative_float, positive_float, resolve_device
+from tinyprompt.transforms import train_transform
+
+IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
+
+
+def default_epochs(shots: int, n_cls: int) -> int:
+    """CoOp's MAX_EPOCH for a shot count (0 = all images counts as many shots)."""
+    if n_cls == IMAGENET_CLASSES:
+        return 50
+    if shots == 0 or shots >= 8:
+        return 200
+    return 100 if shots >= 2 else 50
+
+
+def add_args(parser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--data", required=True, help="image root of --split, or (without --split) a folder with "
+                      "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
+    data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
+    data.add_argument("--shots", type=int_at_least(0), default=16, help="training images per class (0 = all); "
+                      "val uses min(shots, 4), both drawn as Dassl does for --seed")  # fmt: skip
+    data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the few-shot draw, the init and training")
+    data.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    prompt = parser.add_argument_group("prompt (CoOp)")
+    prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors (ignored with --ctx-init)")
+    prompt.add_argument("--ctx-init", default="", help="initialise the context from these words, e.g. 'a photo of a' "
+                        "(n_ctx = the word count); empty = random N(0, 0.02²)")  # fmt: skip
+    prompt.add_argument("--csc", action="store_true", help="class-specific contexts instead of one shared context")
+    prompt.add_argument("--class-token-position", default="end", choices=POSITIONS, help="where the class name goes")
+    prompt.add_argument("--loss", default="cross_entropy", choices=LOSSES, help="F.cross_entropy, or the same loss "
+                        "through tinyprompt.kernels.sampled_softmax_loss")  # fmt: skip
+    prompt.add_argument("--text-chunk", type=int_at_least(0), default=0,
+                        help="class prompts per text-encoder pass, grouped by prompt length (no padding: faster on CPU); "
+                        "0 = all in one padded pass")
+    prompt.add_argument("--checkpoint-text", action="store_true",
+                        help="activation checkpointing of the text encoder (less memory, ~1/3 more text compute)")
+    optim = parser.add_argument_group("optimisation (official CoOp defaults)")
+    optim.add_argument("--epochs", type=int_at_least(1), default=None,
+                       help="max epochs; default by shots as CoOp: 16/8 -> 200, 4/2 -> 100, 1 -> 50; ImageNet (1000 classes) 50")
+    optim.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step")
+    optim.add_argument("--lr", type=positive_float, default=0.002, help="SGD learning rate after the warm-up (cosine)")
+    optim.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay on the context")
+    optim.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
+    optim.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
+    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    run_ = parser.add_argument_group("run")
+    run_.add_argument("--views", type=int_at_least(1), default=10,
+                      help="augmented views of each training image encoded once and cached (one per image per epoch)")
+    run_.add_argument("--reencode", action="store_true",
+                      help="encode freshly augmented images at every step (the official way; much slower)")
+    run_.add_argument("--eval-every", type=int_at_least(1), default=1, help="epochs between val evaluations")
+    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
+    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
+    run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
+    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+
+
+def _loss_fn(reencode: bool):
+    def loss_fn(model, batch, info):
+        inputs, labels = batch
+        if reencode:  # the frozen image encoder: no graph, as in the official code (no parameter needs grad)
+            with torch.no_grad():
+                inputs = model.clip.encode_image(inputs)
+        return model.loss(inputs, labels)
+
+    return loss_fn
+
+
+def run(args) -> int:
+    if args.ctx_init and args.csc:
+        raise ValueError("--csc cannot be combined with --ctx-init (the official code ignores CSC then): drop one")
+    device = resolve_device(args.device)
+    splits, classnames = load_splits(args.data, args.split)
+    train_items, val_items = few_shot_splits(splits["train"], splits["val"], args.shots, args.seed)
+    torch.manual_seed(args.seed)  # the context init
+    clip, preprocess = load(args.model, device=device)
+    n_px = clip.visual.input_resolution
+    config = CoOpConfig(n_ctx=args.n_ctx, ctx_init=args.ctx_init, csc=args.csc, class_token_position=args.class_token_position,
+                        loss=args.loss, text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
+    model = CoOp(clip, classnames, config)
+    encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
+
+    augment = train_transform(n_px)
+    if args.reencode:
+        train_data = ImageDataset(train_items, augment)
+    else:
+        views = cached_features(clip.encode_image, train_items, augment, views=args.views, seed=args.seed, **encode)
+        train_data = FeatureDataset(views, [item.label for item in train_items], seed=args.seed)
+
+    eval_fn = None
+    if val_items:
+        val_features = cached_features(clip.encode_image, val_items, preprocess, **encode)[0]  # (N, E)
+        val_labels = torch.tensor([item.label for item in val_items], device=device)
+
+        def eval_fn(model):
+            logits = model.forward_features(val_features.to(device))
+            return {"val_acc": accuracy(logits, val_labels)[0]}
+
+    epochs = args.epochs or default_epochs(args.shots, len(classnames))
+    train_config = TrainConfig(max_epoch=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                               weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+                               precision=args.precision, seed=args.seed, num_workers=args.workers,
+                               eval_every=args.eval_every, select_metric="val_acc" if val_items else None)  # fmt: skip
+    if is_main_process():
+        print(f"[tinyprompt] CoOp on {len(classnames)} classes: {len(train_items)} train / {len(val_items)} val / "
+              f"{len(splits['test'])} test images; {epochs} epochs; "
+              + ("re-encoding images every step" if args.reencode else f"{args.views} cached views per image"))
+    result = train(model, _loss_fn(args.reencode), train_data, train_config, out_dir=args.out, resume=args.resume,
+                   eval_fn=eval_fn, device=device)  # fmt: skip
+    if is_main_process():
+        _test(model, clip, preprocess, splits["test"], classnames, args.out, encode, result)
+    return 0
+
+
+def _test(model, clip, preprocess, items, classnames, out: Path, encode: dict, result: dict) -> None:
+    """Test accuracy of the final prompt (CoOp reports it) and of the best-val prompt, added to metrics.json."""
+    if not items:
+        return
+    features = cached_features(clip.encode_image, items, preprocess, **encode)[0]  # (N, E)
+    labels = [item.label for item in items]
+    test = {"final": accuracy_of_features(model, features, labels)}
+    best = out / "best.pt"
+    if result.get("best") is not None and best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)
+        test["best_val"] = accuracy_of_features(model_from_prompt(clip, classnames, state), features, labels)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["test"] = test
+    with atomic_write(out / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    print("[tinyprompt] test " + "  ".join(f"{name} top1 {r['top1']:.2f}%" for name, r in test.items()))

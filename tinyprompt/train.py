@@ -1,0 +1,36 @@
+"""`tinyprompt train <method> ...`: run a method's training recipe (one sub-command per method).
+
+Each recipe is a module in `tinyprompt/recipes/` with `add_args(parser)` and `run(args)`; its first
+docstring line is the sub-command's help. `tinyprompt train coop --help` lists every flag with its
+default. Multi-process: `torchrun --nproc_per_node N -m tinyprompt train coop ...`.
+"""
+import argparse
+import importlib
+
+# method: recipe module
+RECIPES = {
+    "coop": "tinyprompt.recipes.coop",
+    "ilmvp": "tinyprompt.recipes.ilmvp",
+    "taidpt": "tinyprompt.recipes.taidpt",
+    "pomp": "tinyprompt.recipes.pomp",
+    "ship": "tinyprompt.recipes.ship",
+}
+
+
+def add_args(parser) -> None:
+    sub = parser.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name, module in RECIPES.items():
+        recipe = importlib.import_module(module)
+        help_ = recipe.__doc__.strip().splitlines()[0]
+        p = sub.add_parser(name, help=help_, description=recipe.__doc__,
+                           formatter_class=_Formatter)  # fmt: skip
+        p.set_defaults(recipe=module)
+        recipe.add_args(p)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag defaults in the help, and the recipe's docstring kept as written."""
+
+
+def run(args) -> int:
+    return importlib.import_module(args.recipe).run(args)
