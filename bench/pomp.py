@@ -1,0 +1,139 @@
+"""Suite `pomp`: one POMP training step, the official formulation vs tinyprompt's (`python -m bench pomp`).
+
+POMP (Ren et al., "Prompt Pre-Training with Twenty-Thousand Classes for Open-Vocabulary Visual
+Recognition", arXiv 2304.04704) trains 16 shared context vectors against K classes per step: each row's
+positive plus K-1 negatives sampled from N = 10,450 classes. A step is forward + backward + SGD update of
+ctx for `--images` images x `--views` augmented views (the paper: 32 x 4 = 128 rows, K = 1000):
+- `official`: as amazon-science/prompt-pretraining computes it: B·views + K - 1 prompts (one positive
+  per row, duplicates and views included, then the negatives), each through all 77 positions of the
+  text transformer with autograd, then the materialised (B, K) logits (`official_logits`, official
+  base-10 margin, -1e6 mask) and `F.cross_entropy`;
+- `tinyprompt`: `POMP.loss`: each class encoded once (dedup of positives and collisions), EOT truncation
+  and the shared SOS + context prefix, prompts sorted by length into activation-checkpointed chunks of
+  `--text-chunk`, and the fused `sampled_softmax_loss` (no (B, K) logits kept).
+Both compute the same loss (reported, with its difference) on the same inputs and negatives. The image
+encoder is frozen and its features are cached in tinyprompt (the official trainer re-encodes every
+step): both variants take the image features as given, so the image side is not in either number.
+Backbone: the full-size ViT-B/16 text tower (width 512, 12 layers, 8 heads, 77 positions) with random
+weights (OpenAI's init); class names made up (1-3 words, `bench.clip_text.class_names`).
+Precision: fp32 on CPU; on CUDA both run under bf16 autocast (the official default is fp16 weights).
+Reported: step time (median, p20, p80), peak extra memory of one step in a fresh process (CPU: RSS;
+CUDA: max_memory_allocated), text rows encoded per step, speed and memory ratios.
+"""
+import gc
+
+import torch
+import torch.nn.functional as F
+
+from bench import harness
+from bench.clip_text import class_names, text_tower
+from tinyprompt.engine import TrainConfig, build_optimizer
+from tinyprompt.methods.pomp import POMP, POMPConfig, margins, official_logits, sampled_columns
+
+VARIANTS = ("official", "tinyprompt")
+N_CLASSES = 10450  # ImageNet-21K-P winter21, the released setting
+
+
+def build(clip, variant: str, k: int, n_classes: int, text_chunk: int, seed: int = 0) -> POMP:
+    torch.manual_seed(seed)  # the same ctx for both variants
+    if variant == "official":  # all 77 positions, nothing shared or chunked, one row per image row
+        config = POMPConfig(k=k, margin="official", dedup=False, full_length=True, share_prefix=False, text_chunk=0,
+                            checkpoint=False)  # fmt: skip
+    else:
+        config = POMPConfig(k=k, margin="official", text_chunk=text_chunk)
+    return POMP(clip, class_names(n_classes, seed), config).train()
+
+
+def official_loss(model: POMP, features, labels, neg_ids):
+    """The official step's loss: B + K-1 prompts of 77 tokens, materialised logits, F.cross_entropy."""
+    prompts = model.prompt.prompts
+    label_upd = torch.cat([labels, neg_ids])  # (B + K-1,): positives first, one per image row
+    text = model.clip.encode_text_embeddings(prompts.assemble(model.ctx, label_upd), prompts.eot_index[label_upd])
+    text = F.normalize(text.float(), dim=-1)
+    b = labels.shape[0]
+    margin = margins("official", model.n_classes, neg_ids.numel() + 1, sampled_columns(labels, neg_ids).collisions)
+    logits = official_logits(F.normalize(features, dim=-1), text[:b], text[b:], labels, neg_ids,
+                             model.clip.logit_scale.exp(), margin.to(features.device))  # fmt: skip
+    return F.cross_entropy(logits, torch.zeros_like(labels))
+
+
+def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_classes: int = N_CLASSES,
+            text_chunk: int = 256, seed: int = 0):
+    """One training step (forward + backward + SGD on ctx) on fixed inputs, as a zero-argument callable."""
+    model = build(clip, variant, k, n_classes, text_chunk, seed)
+    device = model.ctx.device
+    optimizer = build_optimizer([model.ctx], TrainConfig())  # SGD lr 0.002, momentum 0.9, wd 5e-4
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.randint(n_classes, (images,), generator=g).repeat(views).to(device)  # (B,) view-major
+    features = torch.randn(images * views, clip.embed_dim, generator=g).to(device)  # cached image features
+    neg_ids = model.negatives(step=0).to(device)  # the same draw for both variants
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with torch.autocast(**amp):
+            if variant == "official":
+                loss = official_loss(model, features, labels, neg_ids)
+            else:
+                loss = model.loss(features, labels, neg_ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    step.text_rows = labels.numel() + k - 1 if variant == "official" else torch.cat([labels, neg_ids]).unique().numel()
+    return step
+
+
+def factory(variant: str, k: int, images: int, views: int, n_classes: int, text_chunk: int, device: str):
+    """For `harness.peak_memory`: build the text tower in the fresh process, return its step."""
+    return step_fn(text_tower(device), variant, k, images, views, n_classes, text_chunk)
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--k", type=int, default=None, help="classes per step (default: 1000 on cuda, 256 on cpu; quick 64)")
+    parser.add_argument("--images", type=int, default=None, help="images per step (default: 32; quick 8)")
+    parser.add_argument("--views", type=int, default=4, help="augmented views per image (official K_TRANSFORMS)")
+    parser.add_argument("--classes", type=int, default=None, help=f"N, classes sampled from (default: {N_CLASSES}; quick 2000)")
+    parser.add_argument("--text-chunk", type=int, default=256, help="tinyprompt's prompts per text-encoder pass")
+    parser.add_argument("--reps", type=int, default=None, help="timed steps per variant (default: 3, quick 2)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
+
+
+def run(args):
+    cuda = args.device.startswith("cuda")
+    k = args.k or (64 if args.quick else 1000 if cuda else 256)
+    images = args.images or (8 if args.quick else 32)
+    n_classes = args.classes or (2000 if args.quick else N_CLASSES)
+    reps = args.reps or (2 if args.quick else 3)
+    clip = text_tower(args.device)
+    steps = {v: step_fn(clip, v, k, images, args.views, n_classes, args.text_chunk) for v in VARIANTS}
+    losses = {v: float(fn()) for v, fn in steps.items()}  # also the warm-up (the first SGD step changes ctx equally)
+    times = harness.time_interleaved(steps, args.device, warmup=0, reps=reps)
+    text_rows = {v: fn.text_rows for v, fn in steps.items()}
+    del steps, clip  # free this process's models before the fresh-process memory runs
+    gc.collect()
+    report = harness.Report("pomp", args.device, args.out)
+    dtype = "bf16 autocast" if cuda else "fp32"
+    rows = {}
+    for variant in VARIANTS:
+        row = dict(variant=variant, images=images, views=args.views, B=images * args.views, K=k, N=n_classes, dtype=dtype,
+                   n_ctx=16, text_rows=text_rows[variant], positions="77" if variant == "official" else "to EOT",
+                   text_chunk=0 if variant == "official" else args.text_chunk, **harness.summarize(times[variant]),
+                   first_loss=losses[variant], loss_diff=abs(losses[variant] - losses["official"]))  # fmt: skip
+        if not args.no_memory:
+            kwargs = dict(variant=variant, k=k, images=images, views=args.views, n_classes=n_classes,
+                          text_chunk=args.text_chunk, device=args.device)  # fmt: skip
+            row["peak_gb"] = harness.peak_memory("bench.pomp:factory", kwargs, args.device) / 2**30
+        rows[variant] = report.add(**row)
+    official, ours = rows["official"], rows["tinyprompt"]
+    ours["speedup_vs_official"] = official["median_s"] / ours["median_s"]
+    if "peak_gb" in ours:
+        ours["memory_ratio_vs_official"] = official["peak_gb"] / ours["peak_gb"]
+    print(f"tinyprompt vs official: {ours['speedup_vs_official']:.1f}x faster step"
+          + (f", {ours['memory_ratio_vs_official']:.1f}x lower peak memory" if "peak_gb" in ours else ""))
+    report.write(["variant", "B", "K", "N", "dtype", "text_rows", "positions", "median_s", "p20_s", "p80_s", "peak_gb",
+                  "speedup_vs_official", "memory_ratio_vs_official", "first_loss", "loss_diff"],
+                 title=f"POMP training step: official formulation vs tinyprompt ({args.device}, {images} images x "
+                       f"{args.views} views, K {k}, N {n_classes}, ViT-B/16 text tower, n_ctx 16)")  # fmt: skip
+    report.plot("K", "median_s", "variant", "seconds per step")
+    return 0
