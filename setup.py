@@ -28,5 +28,5 @@ setup(
         "plot": ["matplotlib"],
         "test": ["pytest", "Pillow"],
     },
-    entry_points={"console_scripts": ["tinyprompt = tinyprompt.cli:main"]},
+    entry_points={"console_scripts": ["tinyprompt = tinyprompt.cli:entry"]},
 )

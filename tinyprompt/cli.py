@@ -5,6 +5,7 @@ this file only wires them together, so `tinyprompt --help` lists every subcomman
 """
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand: (module, one-line help)
@@ -27,9 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Parse and run; errors propagate as exceptions (for callers and tests)."""
     args = build_parser().parse_args(argv)
     return importlib.import_module(args.module).run(args) or 0
 
 
+def entry() -> int:
+    """The console entry point: a user error prints one line naming the problem and the fix, exit code 2.
+
+    Set TINYPROMPT_DEBUG=1 to see the full traceback instead.
+    """
+    try:
+        return main()
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        if os.environ.get("TINYPROMPT_DEBUG"):
+            raise
+        print(f"tinyprompt: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinyprompt: interrupted (an interrupted training run continues with --resume)", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
