@@ -1,0 +1,172 @@
+"""Captions -> labels (TaI-DPT's text-only training data), class lists, caption readers, templates."""
+import json
+
+import pytest
+import torch
+from golden import GOLDEN
+
+from tinyprompt.data.captions import LabelMatcher, label_captions, lemma, read_captions, template_sentences, words
+from tinyprompt.data.classlists import CLASS_LISTS, get_class_list, load_synonym_file
+
+EXAMPLES = GOLDEN / "taidpt" / "label_examples.json"
+
+
+def _examples(confidence="high"):
+    if not EXAMPLES.is_file():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{EXAMPLES} not found"), id="no-golden")]
+    rows = json.loads(EXAMPLES.read_text())["examples"]
+    return [
+        pytest.param(r, id=f"{r['dataset']}-{n}")
+        for n, r in enumerate(rows)
+        if r["confidence"].startswith(confidence)
+    ]
+
+
+@pytest.mark.parametrize("row", _examples("high"))
+def test_label_examples_high_confidence(row):
+    """The hand-derived table of the golden README, with tinyprompt's own synonym lists."""
+    classes = get_class_list(row["dataset"])
+    assert LabelMatcher(classes.synonyms)(row["sentence"]) == sorted(row["label_indices"])
+    kept, labels, _ = label_captions([row["sentence"]], classes.classnames, classes.synonyms)
+    assert bool(kept) == row["kept_for_training"]
+
+
+@pytest.mark.parametrize("row", _examples("medium"))
+def test_label_examples_medium_confidence(row):
+    """Rows that depend on NLTK tagging a word as a verb: the -ing/-ed rules give the same lemmas."""
+    classes = get_class_list(row["dataset"])
+    assert LabelMatcher(classes.synonyms)(row["sentence"]) == sorted(row["label_indices"])
+
+
+def test_class_lists_match_the_benchmarks():
+    sizes = {"voc2007": 20, "coco": 80, "nuswide": 81}
+    for name, classes in CLASS_LISTS.items():
+        assert len(classes) == sizes[name]
+        LabelMatcher(classes.synonyms)  # raises if a synonym marks two classes
+        assert all(cls in syns for cls, syns in zip(classes.classnames, classes.synonyms))
+    if EXAMPLES.is_file():  # the prompt names the official code uses
+        official = json.loads(EXAMPLES.read_text())["synonym_list_sizes"]
+        for name, key in (("voc2007", "voc"), ("coco", "coco"), ("nuswide", "nus")):
+            assert list(CLASS_LISTS[name].classnames) == official[key]["prompt_classnames"]
+    assert get_class_list("VOC") is CLASS_LISTS["voc2007"] and get_class_list("nus-wide") is CLASS_LISTS["nuswide"]
+    with pytest.raises(ValueError, match="unknown class list"):
+        get_class_list("imagenet")
+
+
+@pytest.mark.parametrize(
+    "word,base",
+    [("dogs", "dog"), ("skis", "ski"), ("glasses", "glass"), ("benches", "bench"), ("puppies", "puppy"),
+     ("ties", "tie"), ("buses", "bus"), ("bus", "bus"), ("tennis", "tennis"), ("men", "man"), ("leaves", "leaf"),
+     ("riding", "ride"), ("sitting", "sit"), ("dancing", "dance"), ("skiing", "ski"), ("training", "train"),
+     ("tied", "tie"), ("potted", "pot"), ("parked", "park"), ("dressed", "dress"), ("building", "building"),
+     ("thing", "thing"), ("red", "red"), ("dog's", "dog"), ("hot-dog", "hot-dog"), ("2", "2")],
+)  # fmt: skip
+def test_lemma_rules(word, base):
+    assert lemma(word) == base
+
+
+def test_matching_rules():
+    m = LabelMatcher([["dog"], ["hot dog"], ["person", "man"], ["motor bike"], ["bike"], ["way"], ["rail way"]])
+    assert m("A hot dog and a dog") == [0, 1]  # the compound consumes its words, the bare word still fires
+    assert m("a hot dog") == [1]
+    assert m("Two MEN on motorbikes.") == [2, 3]  # case, plural, space-stripped compound
+    assert m("a motor bike") == [3]  # the compound eats "bike"
+    assert m("a rail way") == [6] and m("the way") == [5]
+    assert m("a hot-dog stand") == []  # hyphenated words stay whole
+    assert m("nothing here") == []
+    # a consumed compound leaves a barrier: its neighbours do not join into a new compound
+    assert LabelMatcher([["b c"], ["a d"]])("a b c d") == [0]
+    # the first max_words tokens only (the official NUS-WIDE reader looks at 77)
+    assert LabelMatcher([["dog"]], max_words=3)("a big red dog") == []
+    with pytest.raises(ValueError, match="one class only"):
+        LabelMatcher([["dog"], ["dogs"]])
+
+
+def test_label_captions_report():
+    classes = get_class_list("voc")
+    caps = ["A dog on a sofa.", "A view of the sky.", "Two dogs and a man.", "A bus."]
+    kept, labels, report = label_captions(caps, classes.classnames, classes.synonyms)
+    assert kept == [caps[0], caps[2], caps[3]]  # the CLIP input stays the original caption
+    assert labels.dtype == torch.uint8 and labels.shape == (3, 20)
+    assert labels.nonzero().tolist() == [[0, 11], [0, 17], [1, 11], [1, 14], [2, 5]]
+    assert (report.total, report.kept, report.per_class[11], report.per_class[0]) == (4, 3, 2, 0)
+    text = report.format()
+    assert "4 read, 3 kept, 1 dropped" in text and "dog" in text
+
+
+def test_read_captions_formats(tmp_path):
+    coco = tmp_path / "captions_train2017.json"
+    coco.write_text(json.dumps({"annotations": [{"id": 1, "image_id": 9, "caption": " A dog. "}, {"caption": "A cat."}]}))
+    assert read_captions(coco) == ["A dog.", "A cat."]
+    jsonl = tmp_path / "caps.jsonl"
+    jsonl.write_text('{"caption": "A bus."}\n\n"A car."\n{"text": "A train."}\n')
+    assert read_captions(jsonl) == ["A bus.", "A car.", "A train."]
+    txt = tmp_path / "caps.txt"
+    txt.write_text("A horse.\n\n  A sheep.  \n")
+    assert read_captions(txt) == ["A horse.", "A sheep."]
+    assert read_captions(jsonl, format="text")[0] == '{"caption": "A bus."}'
+
+
+def test_read_captions_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="not a COCO captions file"):
+        read_captions(bad)
+    bad.write_text(json.dumps({"annotations": [{"caption": "ok"}, {"id": 3}]}))
+    with pytest.raises(ValueError, match=r"annotations\[1\] has no 'caption'"):
+        read_captions(bad)
+    lines = tmp_path / "bad.jsonl"
+    lines.write_text('{"caption": "ok"}\n{oops\n')
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        read_captions(lines)
+    lines.write_text('{"caption": "ok"}\n{"label": 3}\n')
+    with pytest.raises(ValueError, match="line 2 needs a string"):
+        read_captions(lines)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="holds no captions"):
+        read_captions(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_captions(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="unknown caption format"):
+        read_captions(lines, format="xml")
+
+
+def test_template_sentences():
+    sentences, labels = template_sentences(["dog", "hot dog"], templates=["a bad photo of the {}.", "art of the {}."])
+    assert len(sentences) == 2 * (9 + 2) and labels.shape == (22, 2)
+    assert sentences[:10] == ["a photo of a dog."] * 9 + ["a bad photo of the dog."]
+    assert labels[:11, 0].all() and not labels[:11, 1].any() and labels[11:, 1].all()
+    sentences, _ = template_sentences(["cat"])  # default: the 80 ImageNet templates
+    assert len(sentences) == 9 + 80
+
+
+def test_user_synonym_files(tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text("# my classes\nsailing boat: sailboat, yacht\nperson: man, woman  # people\n\nhot dog:\n")
+    classes = load_synonym_file(text)
+    assert classes.classnames == ("sailing boat", "person", "hot dog")
+    assert classes.synonyms[0] == ("sailing boat", "sailboat", "yacht")
+    assert LabelMatcher(classes.synonyms)("A woman on a yacht with a hot dog") == [0, 1, 2]
+    assert get_class_list(text).classnames == classes.classnames
+    js = tmp_path / "mine.json"
+    js.write_text(json.dumps({"dog": ["puppy"], "cat": []}))
+    assert load_synonym_file(js).synonyms == (("dog", "puppy"), ("cat",))
+    js.write_text(json.dumps(["dog"]))
+    with pytest.raises(ValueError, match="one object"):
+        load_synonym_file(js)
+    text.write_text("dog, puppy\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_synonym_file(text)
+
+
+def test_align_eval_classes_to_a_class_list():
+    coco = get_class_list("coco")
+    # COCO's instance category names ("motorcycle", "airplane") are synonyms of the prompt names
+    assert coco.align(["person", "motorcycle", "airplane", "dining table"]) == [0, 3, 4, 60]
+    assert get_class_list("voc").align(["potted_plant", "tvmonitor"]) == [15, 19]
+    with pytest.raises(ValueError, match="not in class list"):
+        coco.align(["unicorn"])
+
+
+def test_words_tokenizer():
+    assert words("A Hot-Dog, two dogs' bowls!") == ["a", "hot-dog", ",", "two", "dogs", "'", "bowls", "!"]

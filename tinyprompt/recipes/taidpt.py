@@ -1,0 +1,256 @@
+"""TaI-DPT recipe: multi-label prompts learned from captions alone, evaluated by mAP on images.
+
+Paper: "Texts as Images in Prompt Tuning for Multi-Label Image Recognition" (arXiv 2211.12739).
+Defaults from the official configs (guozix/TaI-DPT `configs/trainers/Caption_distill_double/*.yaml`):
+SGD lr 1e-4 (NUS-WIDE 1e-3), momentum 0.9, weight decay 5e-4, one warm-up epoch at the constant 1e-5,
+then cosine; 20 epochs; batch 512 sentences; 16 context vectors per branch; test temperature 40
+(NUS-WIDE 4). Training sentences: the captions that name a class (labels from the text,
+`tinyprompt.data.captions`), plus per class 9 x "a photo of a {}." and the 80 ImageNet templates.
+
+Model selection uses a validation split held out from the captions (mAP of the merged caption scores),
+never the test images (the official code validates on every 10th test image). Speed: the caption
+features do not depend on anything learned, so the corpus is encoded once (EOT-truncated, cached on
+disk) and a step only encodes the 2·C class prompts; test image features are cached too.
+
+    tinyprompt train taidpt --model RN50 --captions annotations/captions_train2017.json --classes coco \\
+        --eval-data annotations/instances_val2014.json --eval-image-root val2014 --out runs/taidpt_coco
+Outputs in --out: checkpoint.pt, prompt.pt, best.pt (best caption-val mAP), caption_report.txt,
+metrics.json (per-epoch logs, caption statistics, and test mAP of the final and best prompts).
+"""
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from tinyprompt.data.captions import label_captions, read_captions, template_sentences
+from tinyprompt.data.classlists import get_class_list
+from tinyprompt.data.features import cached_features, module_fingerprint
+from tinyprompt.data.multilabel import read_multilabel
+from tinyprompt.data.splits import Item
+from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.hub import load
+from tinyprompt.io import atomic_save, atomic_write, cache_dir
+from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
+from tinyprompt.metrics import mean_average_precision
+from tinyprompt.recipes import int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.tokenizer import tokenize_for
+from tinyprompt.transforms import clip_preprocess
+
+NUS = "nuswide"
+CACHE_FORMAT = 1  # bump when the stored caption-feature layout changes
+FIELDS = ("global_feats", "token_feats", "lengths", "offsets")
+
+
+def add_args(parser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--captions", required=True, type=Path,
+                      help="caption corpus: COCO captions .json, .jsonl (caption/text per line) or text (one per line)")
+    data.add_argument("--classes", default="coco", help="class list: voc2007, coco, nuswide, or a synonym file "
+                      "('class: synonym, ...' lines or JSON {class: [synonyms]})")  # fmt: skip
+    data.add_argument("--max-captions", type=int_at_least(1), default=None,
+                      help="use a random subset of this many captions (drawn with --seed); default all")
+    data.add_argument("--val-fraction", type=non_negative_float, default=0.05,
+                      help="fraction of the labelled captions held out for model selection (0 = none)")
+    data.add_argument("--photo-repeats", type=int_at_least(0), default=9,
+                      help="copies of 'a photo of a {class}.' per class added to the training sentences")
+    data.add_argument("--no-templates", action="store_true", help="add no template sentences (neither the photo "
+                      "sentence nor the 80 ImageNet templates)")  # fmt: skip
+    data.add_argument("--eval-data", type=Path, default=None, help="test images: COCO instances .json, VOC2007 "
+                      "folder, NUS-WIDE folder, or a .csv/.jsonl label list")  # fmt: skip
+    data.add_argument("--eval-image-root", type=Path, default=None, help="image folder of a COCO json / label list")
+    data.add_argument("--eval-split", default=None, help="VOC / NUS-WIDE split (default test / Test)")
+    data.add_argument("--difficult", default="negative", choices=["negative", "ignore"],
+                      help="VOC 'difficult'-only classes: negatives (official) or left out of the AP")
+    data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the caption subset / split, init, training")
+    data.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    prompt = parser.add_argument_group("prompt (TaI-DPT)")
+    prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors of each of the two prompts")
+    prompt.add_argument("--temperature-image", type=positive_float, default=None,
+                        help="softmax temperature over image locations; default 40, NUS-WIDE 4")
+    prompt.add_argument("--text-chunk", type=int_at_least(0), default=0, help="class prompts per text-encoder pass (0 = all)")
+    prompt.add_argument("--checkpoint-text", action="store_true", help="activation checkpointing of the prompt encoder")
+    optim = parser.add_argument_group("optimisation (official TaI-DPT defaults)")
+    optim.add_argument("--epochs", type=int_at_least(1), default=20, help="max epochs")
+    optim.add_argument("--batch-size", type=int_at_least(1), default=512, help="sentences per step")
+    optim.add_argument("--lr", type=positive_float, default=None, help="SGD learning rate; default 1e-4, NUS-WIDE 1e-3")
+    optim.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay on the contexts")
+    optim.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
+    optim.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
+    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    run_ = parser.add_argument_group("run")
+    run_.add_argument("--feature-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                      help="storage of the cached caption features (float16 halves memory; compute stays fp32)")
+    run_.add_argument("--eval-every", type=int_at_least(1), default=1, help="epochs between caption-val evaluations")
+    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
+    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
+    run_.add_argument("--encode-batch-size", type=int_at_least(1), default=256, help="captions per encoder pass "
+                      "(images: a quarter of it)")  # fmt: skip
+    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+
+
+class _Indices(Dataset):
+    """i -> i: the engine batches indices, the loss gathers the cached caption features."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def cached_caption_features(clip, tokens: torch.Tensor, batch_size: int, dtype=torch.float32) -> CaptionFeatures:
+    """`encode_captions` once per (CLIP weights, token ids, storage dtype), kept under cache_dir()/captions/."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{dtype}|{module_fingerprint(clip)}|".encode())
+    digest.update(tokens.contiguous().numpy().tobytes())
+    path = cache_dir() / "captions" / f"{digest.hexdigest()}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            return CaptionFeatures(*(stored[k] for k in FIELDS))
+        except Exception as e:  # a truncated or foreign file: recompute it
+            warnings.warn(f"caption feature cache {path} is unreadable ({type(e).__name__}: {e}); recomputing it")
+    feats = encode_captions(clip, tokens, batch_size)
+    feats = CaptionFeatures(feats.global_feats.to(dtype), feats.token_feats.to(dtype), feats.lengths, feats.offsets)
+    atomic_save({k: getattr(feats, k) for k in FIELDS}, path)
+    return feats
+
+
+def _sentences(args, classes):
+    """(train texts, train labels, val texts, val labels, caption report) from the corpus and the templates."""
+    captions = read_captions(args.captions)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.max_captions is not None and args.max_captions < len(captions):
+        captions = [captions[i] for i in sorted(torch.randperm(len(captions), generator=generator)[: args.max_captions].tolist())]
+    max_words = 77 if classes.name == NUS else None  # the official NUS-WIDE reader labels the first 77 tokens
+    kept, labels, report = label_captions(captions, classes.classnames, classes.synonyms, max_words=max_words)
+    if not kept:
+        raise ValueError(f"no caption in {args.captions} names a class of {classes.name!r}: check --classes")
+    order = torch.randperm(len(kept), generator=generator)
+    n_val = min(len(kept) - 1, round(args.val_fraction * len(kept)))
+    val, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    texts, targets = [kept[i] for i in train_idx.tolist()], labels[train_idx]
+    if not args.no_templates:
+        t_texts, t_labels = template_sentences(classes.classnames, photo_repeats=args.photo_repeats)
+        texts, targets = texts + t_texts, torch.cat([targets, t_labels])
+    return texts, targets, [kept[i] for i in val.tolist()], labels[val], report
+
+
+def _eval_features(clip, data, n_px, args, device):
+    """(global (N, E), local (N, HW, E)) of the test images through the dense encoder, from the feature cache."""
+
+    def encode(images):  # one flat row per image: cached_features stores (N, D) rows
+        glob, local = image_features(clip, images)
+        return torch.cat([glob[:, None], local], dim=1).flatten(1)  # (B, (1 + HW) E)
+
+    items = [Item(path, 0, "") for path in data.paths]
+    key = {"model": module_fingerprint(clip), "features": "taidpt.image_features"}
+    flat = cached_features(encode, items, clip_preprocess(n_px), key_parts=key, batch_size=max(1, args.encode_batch_size // 4),
+                           device=device, num_workers=args.workers)[0]  # fmt: skip
+    feats = flat.view(len(items), -1, clip.embed_dim)  # (N, 1 + HW, E)
+    return feats[:, 0], feats[:, 1:]
+
+
+@torch.no_grad()
+def evaluate_map(model, glob, local, labels, ignore=None, columns=None, batch_size: int = 1024) -> dict:
+    """mAP (%) of the global, local and merged scores of images (glob (N, E), local (N, HW, E)).
+
+    columns: the model's class index of every label column (when the label set is a subset / reordered).
+    """
+    class_emb = model.class_embeddings()
+    device = class_emb[0].device
+    scores = {"global": [], "local": [], "merged": []}
+    rate, temperature = model.config.merge_rate, model.config.temperature_image
+    for start in range(0, len(glob), batch_size):
+        g, l = glob[start : start + batch_size].to(device).float(), local[start : start + batch_size].to(device).float()
+        logits_g, logits_l = model.logits(g, l, temperature, class_emb=class_emb)
+        for name, s in (("global", logits_g), ("local", logits_l), ("merged", rate * logits_g + (1 - rate) * logits_l)):
+            scores[name].append(s.cpu())
+    out = {}
+    for name, parts in scores.items():
+        s = torch.cat(parts)
+        s = s if columns is None else s[:, columns]
+        out[f"map_{name}"] = mean_average_precision(s, labels, ignore)[0]
+    return out
+
+
+def run(args) -> int:
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1) of the labelled captions")
+    device = resolve_device(args.device)
+    classes = get_class_list(args.classes)
+    nus = classes.name == NUS
+    test_data = columns = None
+    if args.eval_data is not None:  # read and matched to the classes first: a bad file fails before training
+        test_data = read_multilabel(args.eval_data, args.eval_image_root, args.eval_split, args.difficult)
+        columns = classes.align(test_data.classnames, f"--eval-data {args.eval_data}")
+    texts, targets, val_texts, val_targets, report = _sentences(args, classes)
+    if is_main_process():
+        print("[tinyprompt] " + report.format().replace("\n", "\n[tinyprompt] "))
+        with atomic_write(args.out / "caption_report.txt", "w") as f:
+            f.write(report.format() + "\n")
+    torch.manual_seed(args.seed)  # the context init
+    clip, _ = load(args.model, device=device)
+    dtype = getattr(torch, args.feature_dtype)
+    # captions longer than CLIP's 77 tokens (Localized Narratives) are cut, keeping the EOT
+    train_feats = cached_caption_features(clip, tokenize_for(clip, texts, truncate=True), args.encode_batch_size, dtype).to(device)
+    labels = targets.to(device)
+    config = TaIDPTConfig(n_ctx=args.n_ctx, temperature_image=args.temperature_image or (4.0 if nus else 40.0),
+                          text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
+    model = TaIDPT(clip, classes.classnames, config)
+
+    def loss_fn(model, idx, info):
+        glob, local, mask = train_feats.batch(idx)
+        logits_g, logits_l = model.logits(glob.float(), local.float(), model.config.temperature_text, mask)
+        return model.loss(logits_g, logits_l, labels[idx])
+
+    eval_fn = None
+    if len(val_texts):
+        val_feats = cached_caption_features(clip, tokenize_for(clip, val_texts, truncate=True), args.encode_batch_size, dtype)
+
+        def eval_fn(model):  # captions stand in for images here too, as in training (T = temperature_text)
+            glob, local, mask = val_feats.batch(torch.arange(len(val_feats)))
+            logits_g, logits_l = model.logits(glob.float().to(device), local.float().to(device),
+                                              model.config.temperature_text, mask.to(device))  # fmt: skip
+            merged = model.config.merge_rate * logits_g + (1 - model.config.merge_rate) * logits_l
+            return {"val_map": mean_average_precision(merged.cpu(), val_targets)[0]}
+
+    train_config = TrainConfig(max_epoch=args.epochs, batch_size=args.batch_size, lr=args.lr or (1e-3 if nus else 1e-4),
+                               momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                               warmup_lr=args.warmup_lr, precision=args.precision, seed=args.seed,
+                               eval_every=args.eval_every, select_metric="val_map" if eval_fn else None)  # fmt: skip
+    if is_main_process():
+        print(f"[tinyprompt] TaI-DPT on {len(classes)} classes ({classes.name}): {len(texts)} training sentences, "
+              f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {train_config.lr}")
+    result = train(model, loss_fn, _Indices(len(texts)), train_config, out_dir=args.out, resume=args.resume,
+                   eval_fn=eval_fn, device=device)  # fmt: skip
+    if is_main_process():
+        _finish(model, clip, classes, args, report, result, test_data, columns, device)
+    return 0
+
+
+def _finish(model, clip, classes, args, report, result, data, columns, device) -> None:
+    """Caption statistics and the test mAP of the final and best-val prompts, added to metrics.json."""
+    metrics = json.loads((args.out / "metrics.json").read_text())
+    metrics["captions"] = {"read": report.total, "kept": report.kept, "per_class": dict(zip(classes.classnames, report.per_class))}
+    if data is not None:
+        glob, local = _eval_features(clip, data, clip.visual.input_resolution, args, device)
+        test = {"final": evaluate_map(model, glob, local, data.labels, data.ignore, columns)}
+        best = args.out / "best.pt"
+        if result.get("best") is not None and best.is_file():
+            model.load_prompt_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+            test["best_val"] = evaluate_map(model, glob, local, data.labels, data.ignore, columns)
+        metrics["test"] = test
+        for name, r in test.items():
+            print(f"[tinyprompt] test {name}: mAP global {r['map_global']:.2f}  local {r['map_local']:.2f}  "
+                  f"merged {r['map_merged']:.2f}")
+    with atomic_write(args.out / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=1)
