@@ -12,6 +12,11 @@ Where a named checkpoint comes from, in order: `download_root` (default: the `cl
 tinyprompt cache, $TINYPROMPT_CACHE), then OpenAI's own cache `~/.cache/clip`, each used only when
 its sha256 matches the manifest; else a download into `download_root` (never with
 TINYPROMPT_OFFLINE=1).
+
+Built-in models ship inside the package and are never downloaded: "synthetic", the tiny CLIP pre-trained
+on tinyprompt's synthetic world (`tinyprompt.pretrain_synthetic`), described by `weights/synthetic.json`
+(its files and their sha256). Its preprocess also takes uint8 RGB tensors, and its tokenizer is
+`tinyprompt.data.synthetic.tokenizer()`.
 """
 import functools
 import importlib.resources
@@ -19,15 +24,19 @@ import json
 import os
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tinyprompt.clip import build_model
 from tinyprompt.io import cache_dir, download, sha256_file
-from tinyprompt.transforms import clip_preprocess
+from tinyprompt.tokenizer import get_tokenizer
+from tinyprompt.transforms import clip_preprocess, preprocess_tensor
 
-__all__ = ["available_models", "load", "checkpoint_file"]
+__all__ = ["available_models", "load", "checkpoint_file", "builtin_file", "BUILTIN_MODELS"]
+
+BUILTIN_MODELS = ("synthetic",)  # shipped in tinyprompt/weights as <name>.json + its files
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,7 +53,7 @@ def available_models() -> list[str]:
 
 def _unknown(name: str) -> ValueError:
     return ValueError(
-        f"unknown model {name!r}: it is neither one of {available_models()} nor an existing file. "
+        f"unknown model {name!r}: it is neither one of {available_models() + list(BUILTIN_MODELS)} nor an existing file. "
         f"Pass a model name or the path to a checkpoint (OpenAI .pt archive or a saved state dict)."
     )
 
@@ -75,6 +84,33 @@ def checkpoint_file(name: str, download_root=None) -> Path:
             f"corrupt and is not used", stacklevel=2,
         )
     return download(entry["url"], target, entry["sha256"])
+
+
+def builtin_file(name: str, kind: str = "file") -> Path:
+    """A file of built-in model `name` ("file": the state dict, "bpe": the merges), checked against the
+    sha256 its <name>.json records."""
+    if name not in BUILTIN_MODELS:
+        raise _unknown(name)
+    folder = importlib.resources.files("tinyprompt.weights")
+    record = json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
+    path = Path(str(folder.joinpath(record[kind])))
+    got = sha256_file(path) if path.is_file() else "missing"
+    if got != record[f"{kind}_sha256" if kind != "file" else "sha256"]:
+        raise ValueError(f"{path} (sha256 {got}) does not match {name}.json: rebuild it with `{record['reproduce']}` "
+                         f"or restore it from the repository")
+    return path
+
+
+@dataclass(frozen=True)
+class AnyImagePreprocess:
+    """CLIP preprocessing of PIL images and of uint8 RGB tensors (3, H, W) / (N, 3, H, W) alike."""
+
+    n_px: int
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return preprocess_tensor(image, self.n_px)
+        return clip_preprocess(self.n_px)(image)
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -109,13 +145,17 @@ def _read_checkpoint(path: Path):
 
 
 def load(name_or_path, device="cpu", download_root=None):
-    """(model, preprocess) for a model name from `available_models()` or a checkpoint path.
+    """(model, preprocess) for a model name from `available_models()`, a built-in name ("synthetic"),
+    or a checkpoint path.
 
     The model is fp32, in eval mode, on `device`; `preprocess` maps a PIL image to the model's
-    normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution`.
+    normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution` (a built-in model's
+    also maps uint8 tensors (3, H, W) or (N, 3, H, W)).
     """
     key = os.fspath(name_or_path)
-    if key in _manifest():
+    if key in BUILTIN_MODELS:
+        path = builtin_file(key)
+    elif key in _manifest():
         path = checkpoint_file(key, download_root)
     elif os.path.isfile(key):
         path = Path(key)
@@ -127,4 +167,7 @@ def load(name_or_path, device="cpu", download_root=None):
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: {e}") from e
     model = model.to(device)
-    return model, clip_preprocess(model.visual.input_resolution)
+    if key in BUILTIN_MODELS:  # its own vocabulary: methods tokenize through `tokenizer.model_tokenizer(model)`
+        model.tokenizer = get_tokenizer(builtin_file(key, "bpe"))
+    n_px = model.visual.input_resolution
+    return model, AnyImagePreprocess(n_px) if key in BUILTIN_MODELS else clip_preprocess(n_px)

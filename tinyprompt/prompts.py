@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tinyprompt.clip import eot_index as first_eot
-from tinyprompt.tokenizer import get_tokenizer, tokenize
+from tinyprompt.tokenizer import model_tokenizer, tokenize_for
 
 __all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_with_shared_prefix", "random_context"]
 
@@ -62,7 +62,7 @@ def context_from_words(clip, words: str) -> tuple[torch.Tensor, str]:
     n_ctx = len(text.split(" "))
     if not text.strip():
         raise ValueError("ctx_init is empty: pass words such as 'a photo of a', or use a random init")
-    tokens = tokenize(text).to(clip.token_embedding.weight.device)  # (1, 77)
+    tokens = tokenize_for(clip, text).to(clip.token_embedding.weight.device)  # (1, context_length)
     return clip.token_embedding(tokens)[0, 1 : 1 + n_ctx].clone(), text  # (n_ctx, width), skipping SOS
 
 
@@ -90,9 +90,9 @@ class ClassPrompts(nn.Module):
         names = [name.replace("_", " ") for name in classnames]  # CoOp: "golden_retriever" -> "golden retriever"
         # the official rule: the name's token count measured ALONE, without the trailing "." (which can
         # merge with the name's last token inside the sentence, e.g. "a (b)." ends in the token ").")
-        tokenizer = get_tokenizer()
+        tokenizer = model_tokenizer(clip)
         self.name_lens = [len(tokenizer.encode(name)) for name in names]
-        tokens = tokenize([f"{placeholder} {name}." for name in names])  # (n_cls, 77); too long raises
+        tokens = tokenize_for(clip, [f"{placeholder} {name}." for name in names])  # (n_cls, 77); too long raises
         eot = first_eot(tokens)
         # positions that can ever be read: up to the longest EOT (and the class chunk, for odd names)
         keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(self.name_lens)) + 1)

@@ -30,7 +30,8 @@ import torch
 
 from . import io
 
-__all__ = ["SimpleTokenizer", "TextTooLongError", "default_bpe_path", "get_tokenizer", "tokenize"]
+__all__ = ["SimpleTokenizer", "TextTooLongError", "default_bpe_path", "get_tokenizer", "model_tokenizer", "tokenize",
+           "tokenize_for"]
 
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 BPE_URL = "https://github.com/openai/CLIP/raw/main/clip/" + BPE_NAME
@@ -208,6 +209,18 @@ def get_tokenizer(bpe_path=None) -> SimpleTokenizer:
     if key not in _TOKENIZERS:
         _TOKENIZERS[key] = SimpleTokenizer(path)
     return _TOKENIZERS[key]
+
+
+def model_tokenizer(clip) -> SimpleTokenizer:
+    """The tokenizer a CLIP model reads: its own `tokenizer` attribute when it has one (built-in models such
+    as `tinyprompt.load("synthetic")` carry theirs), else OpenAI's (`get_tokenizer()`)."""
+    own = getattr(clip, "tokenizer", None)
+    return own if own is not None else get_tokenizer()
+
+
+def tokenize_for(clip, texts, truncate: bool = False) -> torch.LongTensor:
+    """`tokenize` with the model's own tokenizer and context length: (N, clip.context_length)."""
+    return tokenize(texts, clip.context_length, truncate, model_tokenizer(clip))
 
 
 # ---- finding the merges file -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from tinyprompt.data.folder import ImageFolder
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.templates import get_templates
-from tinyprompt.tokenizer import tokenize
+from tinyprompt.tokenizer import tokenize_for
 
 __all__ = ["format_prompts", "template_features", "zeroshot_classifier", "zeroshot_logits"]
 
@@ -48,7 +48,7 @@ def format_prompts(classnames, templates) -> list[str]:
 def template_features(model, classnames, templates, batch_size: int = 256):
     """L2-normalised text features of every (template, class) prompt: (T, C, E)."""
     texts = format_prompts(classnames, templates)
-    tokens = tokenize(texts)  # (T * C, 77); too-long prompts raise, naming the text
+    tokens = tokenize_for(model, texts)  # (T * C, context_length); too-long prompts raise, naming the text
     device = model.logit_scale.device
     # encode_text runs each batch only up to its longest EOT, so batching by template keeps lengths close
     features = torch.cat([model.encode_text(chunk.to(device)) for chunk in tokens.split(batch_size)])
