@@ -2,11 +2,15 @@
 
 The backbone is the tiny golden ViT CLIP saved as a plain state dict in tmp_path (hub.load reads it);
 images are random PNGs; the split file is CoOp's format. Also: resume after an interruption ends with
-the same prompt bit for bit, and bad flag values fail with clear errors.
+the same prompt bit for bit, two torchrun processes (gloo) give the prompt of one process, `--help`
+documents every flag with its default, and bad flag values fail with clear errors.
 """
 import json
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +127,74 @@ def test_reencode_and_folder_layout(world, tmp_path):
     assert set(metrics["test"]["final"]) == {"top1"}  # 3 classes: no top-5
     start = torch.load(out / "prompt.pt", weights_only=True)["ctx"]
     assert start.shape == (2, 64) and start.abs().max() > 0
+
+
+def test_torchrun_two_processes_equal_one(world, tmp_path):
+    """The recipe under `torchrun` (2 gloo processes, per-rank batch 2) ends where one process with batch 4 does."""
+    assert main(train_args(world, tmp_path / "single")) == 0
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "tinyprompt", *train_args(world, tmp_path / "ddp", "--batch-size", "2")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("[tinyprompt] test final") == 1  # rank 0 alone evaluates, prints and writes
+    single, ddp = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("single", "ddp"))
+    assert [e["steps"] for e in ddp["epochs"]] == [3, 3]  # 12 images, global batch 2 x 2 processes
+    assert [e["loss"] for e in ddp["epochs"]] == pytest.approx([e["loss"] for e in single["epochs"]], rel=1e-5)
+    assert ddp["world_size"] == 2 and torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2
+    a, b = (torch.load(tmp_path / run / "prompt.pt", weights_only=True)["ctx"] for run in ("single", "ddp"))
+    torch.testing.assert_close(b, a, atol=5e-6, rtol=0)  # measured 1e-6: gradients averaged across ranks
+
+
+def _help_blocks(capsys, *command) -> dict:
+    """{flag: its help text, whitespace collapsed} from `tinyprompt COMMAND --help`."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    blocks, flag = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        start = re.match(r"  (--[\w-]+)", line)
+        if start:
+            flag = start[1]
+            blocks[flag] = line
+        elif flag is not None and line.startswith("   "):
+            blocks[flag] += line
+        else:
+            flag = None
+    return {flag: " ".join(text.split()) for flag, text in blocks.items()}
+
+
+REQUIRED = None  # no default: --help must not show one
+HELP_DEFAULTS = {
+    ("train", "coop"): {
+        "--model": REQUIRED, "--data": REQUIRED, "--split": "None", "--shots": "16", "--seed": "1", "--out": REQUIRED,
+        "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--class-token-position": "end",
+        "--loss": "cross_entropy", "--text-chunk": "0", "--checkpoint-text": "False", "--epochs": "None",
+        "--batch-size": "32", "--lr": "0.002", "--momentum": "0.9", "--weight-decay": "0.0005",
+        "--warmup-epochs": "1", "--warmup-lr": "1e-05", "--precision": "auto", "--views": "10",
+        "--reencode": "False", "--eval-every": "1", "--resume": "False", "--workers": "0",
+        "--encode-batch-size": "64", "--device": "auto",
+    },  # CoOp's official defaults: SGD lr 0.002, momentum 0.9, wd 5e-4, batch 32, 16 ctx, 1 warm-up epoch at 1e-5
+    ("eval",): {
+        "--prompt": REQUIRED, "--model": REQUIRED, "--data": REQUIRED, "--split": "None", "--subset": "test",
+        "--classes": "None", "--batch-size": "64", "--workers": "0", "--text-chunk": "0", "--device": "auto",
+        "--output": "None",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", HELP_DEFAULTS, ids=" ".join)
+def test_help_documents_every_flag_with_its_default(capsys, command):
+    blocks = _help_blocks(capsys, *command)
+    expected = HELP_DEFAULTS[command]
+    assert sorted(blocks) == sorted(expected)  # every flag is documented (a new flag joins the table)
+    for flag, default in expected.items():
+        text = blocks[flag]
+        if default is REQUIRED:
+            assert "(default:" not in text, text
+        else:
+            assert text.endswith(f"(default: {default})"), text
+            text = text.removesuffix(f"(default: {default})")
+        assert len(text.split()) >= 4, text  # flag, metavar and a description of a few words
 
 
 @pytest.mark.parametrize("flag, value, message", [

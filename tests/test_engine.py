@@ -324,12 +324,26 @@ def test_step_info_counts_steps_across_epochs():
     assert seen == [StepInfo(e, s, 2 * e + s, 0, 1) for e in range(2) for s in range(2)]
 
 
-def test_bf16_autocast_on_cpu_trains_close_to_fp32():
-    losses = {}
-    for precision in ("fp32", "bf16"):
-        config = TrainConfig(max_epoch=2, batch_size=4, precision=precision, **QUIET)
-        losses[precision] = [e["loss"] for e in train(Toy(), ce_loss, Indexed(8), config)["epochs"]]
-    assert losses["fp32"] == pytest.approx(losses["bf16"], rel=2e-2)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device, precision", [("cpu", "bf16"), pytest.param("cuda", "bf16", marks=needs_cuda),
+                                               pytest.param("cuda", "fp16", marks=needs_cuda)])  # fmt: skip
+def test_autocast_trains_close_to_fp32(tmp_path, device, precision):
+    losses, prompts = {}, {}
+    for p in ("fp32", precision):
+        config = TrainConfig(max_epoch=2, batch_size=4, precision=p, **QUIET)
+        model = ToyPrompt()
+        result = train(model, ce_loss, Indexed(8), config, out_dir=tmp_path / p, device=device)
+        losses[p], prompts[p] = [e["loss"] for e in result["epochs"]], model.ctx.detach().cpu()
+        assert model.ctx.dtype == torch.float32  # fp32 master weights under autocast
+    assert losses[precision] == pytest.approx(losses["fp32"], rel=2e-2)
+    torch.testing.assert_close(prompts[precision], prompts["fp32"], atol=2e-2 * prompts["fp32"].abs().max().item(), rtol=0)
+    scaler = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=True)["scaler"]
+    if precision == "fp16":  # a GradScaler only with fp16, and its state is checkpointed for --resume
+        assert scaler is not None and scaler["scale"] > 0
+    else:
+        assert scaler is None
 
 
 # ---------------------------------------------------------------- DDP: 2 gloo processes == 1 process

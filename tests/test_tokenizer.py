@@ -1,19 +1,17 @@
 """tinyprompt.tokenizer: exact ids on the golden cases, tokenize(), custom merges files, the BPE lookup chain."""
-import functools
 import gzip
-import http.server
 import json
 import os
 import pickle
 import random
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from golden import golden_params
+from httpserver import FileServer
 from tinyprompt import tokenizer as tk
 
 _ENV_BPE = os.environ.get("TINYPROMPT_BPE")  # read before any test monkeypatches it (conftest sets it)
@@ -227,41 +225,52 @@ def test_offline_without_file_explains(bare_env):
         assert hint in message
 
 
-@needs_vocab
-def test_installed_clip_package(bare_env, tmp_path, monkeypatch):
-    package = tmp_path / "site" / "clip"
+def _fake_package(site: Path, name: str, bpe: Path | None) -> Path:
+    """An importable-looking package `name` under `site`, shipping a copy of `bpe` (if given).
+    Importing it fails: the lookup must find the file without importing the package."""
+    package = site / name
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("raise ImportError('the lookup must not import the package')\n")
-    shutil.copy(VOCAB, package / tk.BPE_NAME)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert tk.default_bpe_path() == package / tk.BPE_NAME
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """A local HTTP server for tmp_path/www; yields (base URL, folder)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
+    (package / "__init__.py").write_text("raise ImportError('the BPE lookup must not import the package')\n")
+    if bpe is not None:
+        shutil.copy(bpe, package / tk.BPE_NAME)
+    return package / tk.BPE_NAME
 
 
 @needs_vocab
-def test_download_into_cache(bare_env, http_root, monkeypatch):
-    if not _no_installed_copy():
-        pytest.skip("an installed clip/open_clip package ships the BPE file, so the chain never downloads")
-    url, root = http_root
+def test_lookup_order(bare_env, tmp_path, monkeypatch):
+    """env var > cache dir > installed clip > installed open_clip > verified download > an error; each
+    source is removed in turn, and the network is used only when every file on disk is gone."""
+    bare_env.mkdir()
+    env_copy = tmp_path / "env" / tk.BPE_NAME
+    env_copy.parent.mkdir()
+    shutil.copy(VOCAB, env_copy)
+    shutil.copy(VOCAB, bare_env / tk.BPE_NAME)
+    site = tmp_path / "site"
+    clip_copy, open_clip_copy = (_fake_package(site, name, VOCAB) for name in ("clip", "open_clip"))
+    monkeypatch.syspath_prepend(str(site))  # ahead of any real clip / open_clip in the environment
+    monkeypatch.setenv("TINYPROMPT_BPE", str(env_copy))
     monkeypatch.setenv("TINYPROMPT_OFFLINE", "0")
-    monkeypatch.setattr(tk, "BPE_URL", f"{url}/missing/{tk.BPE_NAME}")
-    with pytest.raises(FileNotFoundError, match="downloading it failed: .*HTTP 404"):
-        tk.default_bpe_path()
-    assert not (bare_env / tk.BPE_NAME).exists()
-    shutil.copy(VOCAB, root / tk.BPE_NAME)
-    monkeypatch.setattr(tk, "BPE_URL", f"{url}/{tk.BPE_NAME}")
-    assert tk.default_bpe_path() == bare_env / tk.BPE_NAME
-    assert (bare_env / tk.BPE_NAME).read_bytes() == VOCAB.read_bytes()
+    with FileServer({"/good/" + tk.BPE_NAME: VOCAB.read_bytes(), "/bad/" + tk.BPE_NAME: b"x" * 1000}) as server:
+        monkeypatch.setattr(tk, "BPE_URL", server.url("/good/" + tk.BPE_NAME))
+        assert tk.default_bpe_path() == env_copy
+        monkeypatch.delenv("TINYPROMPT_BPE")
+        assert tk.default_bpe_path() == bare_env / tk.BPE_NAME
+        (bare_env / tk.BPE_NAME).unlink()
+        assert tk.default_bpe_path() == clip_copy
+        clip_copy.unlink()
+        assert tk.default_bpe_path() == open_clip_copy
+        open_clip_copy.unlink()
+        assert server.requests == []  # every file on disk was found without the network
+        assert tk.default_bpe_path() == bare_env / tk.BPE_NAME  # downloaded into the cache dir, verified
+        assert (bare_env / tk.BPE_NAME).read_bytes() == VOCAB.read_bytes() and len(server.requests) == 1
+        assert tk.get_tokenizer().encode("a diagram") == [320, 22697]
+
+        (bare_env / tk.BPE_NAME).unlink()
+        monkeypatch.setattr(tk, "BPE_URL", server.url("/bad/" + tk.BPE_NAME))
+        with pytest.raises(FileNotFoundError, match=r"downloading it failed: .*has sha256 .*deleted and not used"):
+            tk.default_bpe_path()
+        monkeypatch.setattr(tk, "BPE_URL", server.url("/missing/" + tk.BPE_NAME))
+        with pytest.raises(FileNotFoundError, match="downloading it failed: .*HTTP 404") as err:
+            tk.default_bpe_path()
+        assert "TINYPROMPT_BPE=" in str(err.value) and tk.BPE_SHA256 in str(err.value)
+    assert list(bare_env.iterdir()) == []  # neither a rejected download nor a partial file is kept

@@ -23,8 +23,8 @@ def golden_cases():
     cases = []
     for param in golden_params("coop/zeroshot_*.pt"):
         path = param.values[0]
-        if path is None:
-            return [param]
+        if path is None:  # no golden root: one skipped case, with golden_params' reason
+            return [pytest.param(None, None, id=param.id, marks=param.marks)]
         data = load_golden(path)
         cases += [pytest.param(path, key, id=f"{path.stem}-{key}")
                   for key, value in data.items() if isinstance(value, dict) and "templates" in value]

@@ -22,7 +22,7 @@ from tinyprompt.data.splits import classnames_from_items, folder_items, read_spl
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.metrics import topk_correct
-from tinyprompt.recipes import int_at_least, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, resolve_device
 from tinyprompt.zeroshot import _class_names
 
 __all__ = ["METHODS", "load_prompt", "model_from_prompt", "accuracy_of_features"]
@@ -71,9 +71,9 @@ def accuracy_of_features(model, features: torch.Tensor, labels, topk=(1, 5), bat
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--prompt", required=True, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", required=True, help="the CLIP the prompt was trained with: a model name or checkpoint path")
-    parser.add_argument("--data", required=True, help="image folder with one sub-folder per class, or with --split the "
+    parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
+    parser.add_argument("--model", **REQUIRED, help="the CLIP the prompt was trained with: a model name or checkpoint path")
+    parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class, or with --split the "
                         "image root of the split file")  # fmt: skip
     parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json; evaluates its --subset")
     parser.add_argument("--subset", default="test", choices=["train", "val", "test"], help="which part of --split")

@@ -12,7 +12,6 @@ features of prompts such as "a photo of a {class}."; CoOp's zero-shot baselines 
 `tinyprompt zeroshot --model M --data DIR` runs this over a folder-per-class image set and prints
 top-1 (and top-5) accuracy; `--predictions` writes one row per image.
 """
-import argparse
 import csv
 import io
 import json
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from tinyprompt.data.folder import ImageFolder
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
+from tinyprompt.recipes import REQUIRED
 from tinyprompt.templates import get_templates
 from tinyprompt.tokenizer import tokenize_for
 
@@ -73,9 +73,8 @@ _FORMATS = (".csv", ".jsonl")  # --predictions file types, chosen by suffix
 
 
 def add_args(parser) -> None:
-    required = {"required": True, "default": argparse.SUPPRESS}  # no "(default: None)" in --help
-    parser.add_argument("--model", **required, help="model name (see tinyprompt.available_models()) or checkpoint path")
-    parser.add_argument("--data", **required, help="image folder with one sub-folder per class (sorted = label order)")
+    parser.add_argument("--model", **REQUIRED, help="model name (see tinyprompt.available_models()) or checkpoint path")
+    parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class (sorted = label order)")
     parser.add_argument(
         "--classes", default=None,
         help="display names for the class folders (None: the folder names): a comma-separated list or a file "

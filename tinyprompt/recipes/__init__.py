@@ -12,7 +12,10 @@ import torch
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 
-__all__ = ["int_at_least", "positive_float", "non_negative_float", "resolve_device", "load_splits"]
+__all__ = ["REQUIRED", "int_at_least", "positive_float", "non_negative_float", "resolve_device", "load_splits"]
+
+# add_argument(..., **REQUIRED): a flag with no default, so `--help` shows none ("(default: None)" would mislead)
+REQUIRED = {"required": True, "default": argparse.SUPPRESS}
 
 
 def int_at_least(low: int):

@@ -30,7 +30,7 @@ from tinyprompt.io import atomic_write
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
 from tinyprompt.metrics import accuracy
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import int_at_least, load_splits, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, non_negative_float, positive_float, resolve_device
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
@@ -47,18 +47,18 @@ def default_epochs(shots: int, n_cls: int) -> int:
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
-    data.add_argument("--data", required=True, help="image root of --split, or (without --split) a folder with "
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
     data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
     data.add_argument("--shots", type=int_at_least(0), default=16, help="training images per class (0 = all); "
                       "val uses min(shots, 4), both drawn as Dassl does for --seed")  # fmt: skip
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the few-shot draw, the init and training")
-    data.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    data.add_argument("--out", type=Path, **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
     prompt = parser.add_argument_group("prompt (CoOp)")
     prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors (ignored with --ctx-init)")
     prompt.add_argument("--ctx-init", default="", help="initialise the context from these words, e.g. 'a photo of a' "
-                        "(n_ctx = the word count); empty = random N(0, 0.02²)")  # fmt: skip
+                        "(n_ctx = the word count); empty = random N(0, 0.02²) (default: %(default)r)")  # fmt: skip
     prompt.add_argument("--csc", action="store_true", help="class-specific contexts instead of one shared context")
     prompt.add_argument("--class-token-position", default="end", choices=POSITIONS, help="where the class name goes")
     prompt.add_argument("--loss", default="cross_entropy", choices=LOSSES, help="F.cross_entropy, or the same loss "
