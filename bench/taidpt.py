@@ -18,6 +18,8 @@ An epoch of N captions has ceil(N / B) steps; epoch times are the measured media
 official step is too slow to run whole epochs here). tinyprompt's one-time caption encoding is timed
 on a subset and scaled linearly to N, and reported both alone and amortised over the 20 epochs of the
 official recipe. The ranking-loss share is the loss's forward + backward (both branches) over the step.
+On a shared CPU pass `--threads 1`: with more threads than free cores every parallel op waits for a
+descheduled worker, which slows tinyprompt's many small ops far more than the official large ones.
 """
 import math
 import time
@@ -145,11 +147,16 @@ def add_args(parser) -> None:
     parser.add_argument("--classes", type=int, default=80, help="number of classes (the first COCO names)")
     parser.add_argument("--batch", type=int, default=512, help="captions per step (official recipe: 512)")
     parser.add_argument("--reps", type=int, default=None, help="timed steps per provider (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="cpu: torch threads for both providers (default: torch's); 1 avoids waiting on a "
+                             "descheduled worker thread when the machine is shared")
 
 
 def run(args):
     batch = 128 if args.quick else args.batch
     reps = args.reps or (1 if args.quick else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # before the Report, whose device label names the thread count
     report = harness.Report("taidpt", args.device, args.out)
     clip = build_clip().to(args.device)
     steps, info = step_fns(clip, args.captions, args.classes, batch)

@@ -1,9 +1,12 @@
 """Captions -> labels (TaI-DPT's text-only training data), class lists, caption readers, templates."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from golden import GOLDEN
+from golden import GOLDEN, REPO
 
 from tinyprompt.data.captions import LabelMatcher, label_captions, lemma, read_captions, template_sentences, words
 from tinyprompt.data.classlists import CLASS_LISTS, get_class_list, load_synonym_file
@@ -90,8 +93,36 @@ def test_label_captions_report():
     assert labels.dtype == torch.uint8 and labels.shape == (3, 20)
     assert labels.nonzero().tolist() == [[0, 11], [0, 17], [1, 11], [1, 14], [2, 5]]
     assert (report.total, report.kept, report.per_class[11], report.per_class[0]) == (4, 3, 2, 0)
-    text = report.format()
-    assert "4 read, 3 kept, 1 dropped" in text and "dog" in text
+    lines = report.format().splitlines()
+    assert lines[0] == "captions: 4 read, 3 kept, 1 dropped (no class named)"
+    width = len("pottedplant")  # names are padded to the longest
+    assert len(lines) == 21 and lines[12] == f"  {'dog':<{width}}  2" and lines[15] == f"  {'person':<{width}}  1"
+    assert [int(line.split()[-1]) for line in lines[1:]] == report.per_class == labels.sum(0).tolist()
+
+
+def test_labels_do_not_depend_on_the_hash_seed():
+    """Set iteration order changes with PYTHONHASHSEED (the official code's matching order does); ours must not."""
+    script = (
+        "import json, sys\n"
+        "from tinyprompt.data.captions import LabelMatcher\n"
+        "from tinyprompt.data.classlists import CLASS_LISTS\n"
+        "caps = json.loads(sys.argv[1])\n"
+        "print(json.dumps({n: [LabelMatcher(c.synonyms)(t) for t in caps] for n, c in CLASS_LISTS.items()}))\n"
+    )
+    captions = [r["sentence"] for r in json.loads(EXAMPLES.read_text())["examples"]] if EXAMPLES.is_file() else []
+    captions += ["A teddy bear and a polar bear on a motor bike by the rail way.", "Hot dogs, dogs and a baseball glove.",
+                 "A man in a tie rides a train on the way to the air port at night."]  # fmt: skip
+    runs = []
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(captions)], env=env, cwd=REPO,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        runs.append(json.loads(done.stdout))
+    assert runs[0] == runs[1] == runs[2]
+    # and they are the rule's labels: compounds (teddy bear, polar bear, motor bike, rail way, air port) first
+    assert runs[0]["coco"][-3:] == [[3, 6, 21, 77], [16, 35, 52], [0, 6, 27]]
+    assert runs[0]["voc2007"][-3:] == [[13, 18], [11], [14, 18]]
+    assert runs[0]["nuswide"][-3:] == [[3, 47], [18], [0, 40, 42, 50, 71]]  # "rail way" consumes "way": no road
 
 
 def test_read_captions_formats(tmp_path):

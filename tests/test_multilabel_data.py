@@ -57,8 +57,13 @@ def test_coco_errors(tmp_path):
     (tmp_path / "val2014" / "b.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"image id 3 refers to image .*b\.jpg, which does not exist"):
         read_coco_instances(path, tmp_path / "val2014")
+    with pytest.raises(ValueError, match=r"annotations\[1\] is not an object"):
+        read_coco_instances(_coco(tmp_path, [{"image_id": 7, "category_id": 1}, [7, 1]]), tmp_path / "val2014")
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="not a COCO instances file"):
+        read_coco_instances(path)
+    path.write_text(json.dumps({"images": [{"id": 1}], "categories": [], "annotations": []}))
+    with pytest.raises(ValueError, match="instances_val2014.json is not a COCO instances file .*file_name"):
         read_coco_instances(path)
 
 
@@ -175,6 +180,11 @@ def test_nuswide_errors(tmp_path):
         read_nuswide(root)
     with pytest.raises(FileNotFoundError, match="Concepts81.txt does not exist"):
         read_nuswide(tmp_path)
+    root = _nus(tmp_path / "c", [[1, 0], [0, 1]])
+    (root / "Flickr" / "beach" / "0002_2.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"TestImagelist\.txt: line 2 \('beach/0002_2\.jpg'\) refers to image"):
+        read_nuswide(root)
+    assert read_nuswide(root, check_files=False).labels.tolist() == [[1, 0], [0, 1]]
 
 
 # ---- generic CSV / JSONL ----

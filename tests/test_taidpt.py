@@ -4,6 +4,7 @@ Data-driven: every golden file of `taidpt/` is loaded and every case in it check
 file and case (tolerances from the golden README). `map.pt` belongs to tests/test_metrics_map.py.
 """
 import json
+import math
 
 import pytest
 import torch
@@ -220,8 +221,8 @@ def _golden_cases():
     params = []
     for p in golden_params("taidpt/*.pt"):
         path = p.values[0]
-        if path is None:  # no golden root: the skipped placeholder
-            params.append(p)
+        if path is None:  # no golden root: the skipped placeholder, with its reason
+            params.append(pytest.param(None, None, marks=p.marks, id=p.id))
         elif path.stem in ELSEWHERE:
             params.append(pytest.param(path, None, id=path.stem, marks=pytest.mark.skip(reason=f"checked in {ELSEWHERE[path.stem]}")))
         elif path.stem not in CHECKERS:
@@ -250,12 +251,23 @@ def test_vit_dense_features_and_forward():
     clip = _tiny_clip(vit=True)
     model = TaIDPT(clip, ["cat", "dog", "hot dog"], TaIDPTConfig(n_ctx=2))
     images = torch.randn(2, 3, 64, 64)
+    # reference: the transformer's output tokens of a stock encode_image, read by a hook
+    seen = []
+    hook = clip.visual.transformer.register_forward_hook(lambda module, inputs, out: seen.append(out))
+    stock = clip.encode_image(images)
+    hook.remove()
+    tokens = seen[0]  # (2, 1 + 16, width): class token, then the (64 / 16)^2 patches row-major
     glob, local = model.image_features(images)
-    assert local.shape == (2, 16, 32)  # (64 / 16)^2 patches
-    _close(glob, clip.encode_image(images), 1e-5)  # ViT global = the class token
+    assert local.shape == (2, 16, 32)
+    _close(glob, stock, 1e-5)  # ViT global = the class token, as encode_image
+    _close(local, clip.visual.ln_post(tokens[:, 1:]) @ clip.visual.proj, 1e-5)  # patches through ln_post and proj
+    emb_g, emb_l = model.class_embeddings()
     logits_g, logits_l, scores = model(images)
+    _close(logits_g, global_logits(stock, emb_g, SCALE), 1e-5)
+    _close(logits_l, local_logits(local, emb_l, 40.0), 1e-5)  # the image temperature, no mask
     _close(scores, 0.5 * logits_g + 0.5 * logits_l, 1e-6)
-    assert (logits_g.abs() <= SCALE + 1e-5).all() and (logits_l.abs() <= SCALE + 1e-5).all()
+    with pytest.raises(ValueError, match="cannot be left out"):
+        clip.encode_image_dense(images, positional_embedding=False)
 
 
 def test_local_logits_limits():
@@ -268,11 +280,17 @@ def test_local_logits_limits():
     _close(local_logits(feats, emb, 3.0, mask), local_logits(feats[:, :2], emb, 3.0), 1e-6)  # masked = absent
 
 
+def _caption_tokens(lengths, first_id: int = 300):
+    """(N, 77) caption ids [SOS, first_id, first_id + 1, ..., EOT, 0 ...] of the given lengths (SOS..EOT)."""
+    tokens = torch.zeros(len(lengths), 77, dtype=torch.long)
+    for n, length in enumerate(lengths):
+        tokens[n, 0], tokens[n, 1 : length - 1], tokens[n, length - 1] = 49406, torch.arange(1, length - 1) + first_id, 49407
+    return tokens
+
+
 def test_caption_features_pack_and_batch():
     clip = _tiny_clip()
-    tokens = torch.zeros(5, 77, dtype=torch.long)
-    for n, length in enumerate([3, 9, 5, 2, 7]):
-        tokens[n, 0], tokens[n, 1 : length - 1], tokens[n, length - 1] = 49406, torch.arange(1, length - 1) + 300, 49407
+    tokens = _caption_tokens([3, 9, 5, 2, 7])
     tokens = torch.cat([tokens, tokens[1:2]])  # a repeated caption is encoded and stored once
     feats = encode_captions(clip, tokens, batch_size=2)
     assert isinstance(feats, CaptionFeatures) and feats.token_feats.shape == (26, 32) and len(feats) == 6
@@ -283,6 +301,121 @@ def test_caption_features_pack_and_batch():
     _close(glob, want_glob, 1e-5)
     assert mask.tolist() == [[p >= n for p in range(9)] for n in (7, 9, 2)]
     _close(local[~mask], want_local[~mask], 1e-5)
+
+
+def test_cached_step_encodes_only_the_class_prompts():
+    """A training step reads cached caption features: only [SOS][ctx] (once) and the C class suffixes go
+    through the text transformer, per branch; the logits equal re-encoding the captions."""
+    clip = _tiny_clip()
+    model = TaIDPT(clip, ["dog", "hot dog", "cat"], TaIDPTConfig(n_ctx=2))
+    tokens = _caption_tokens([5, 8, 3, 6, 4])
+    labels = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]])
+    feats = encode_captions(clip, tokens)
+    rows = []
+    hook = clip.transformer.resblocks[0].mlp.register_forward_hook(lambda m, inputs, out: rows.append(tuple(inputs[0].shape[:2])))
+    glob, local, mask = feats.batch(torch.arange(5))
+    logits_g, logits_l = model.logits(glob, local, 50.0, mask)
+    model.loss(logits_g, logits_l, labels).backward()
+    hook.remove()
+    suffix = int(model.prompts.eot_index.max()) + 1 - 3  # prompt positions after SOS + 2 context vectors
+    assert rows == [(1, 3), (3, suffix)] * 2  # global branch, then local; no caption row
+    want_g, want_l = model.forward_text(tokens)
+    _close(logits_g, want_g, 1e-5)
+    _close(logits_l, want_l, 1e-5)
+
+
+def test_caption_feature_cache(tmp_path, monkeypatch):
+    """The recipe's on-disk cache: encoded once per (weights, token ids, storage dtype), reloaded exactly."""
+    import tinyprompt.recipes.taidpt as recipe
+
+    monkeypatch.setenv("TINYPROMPT_CACHE", str(tmp_path))
+    clip, tokens = _tiny_clip(), _caption_tokens([3, 9, 5, 2, 7])
+    want = encode_captions(clip, tokens, batch_size=2)
+    first = recipe.cached_caption_features(clip, tokens, batch_size=2)
+    files = sorted((tmp_path / "captions").glob("*.pt"))
+    assert len(files) == 1
+    for name in recipe.FIELDS:
+        assert torch.equal(getattr(first, name), getattr(want, name)), name
+
+    calls = []
+
+    def counting_encode(*args, **kwargs):
+        calls.append(1)
+        return encode_captions(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "encode_captions", counting_encode)
+    again = recipe.cached_caption_features(clip, tokens, batch_size=5)  # batching does not change the features
+    assert calls == [] and all(torch.equal(getattr(again, n), getattr(want, n)) for n in recipe.FIELDS)
+    half = recipe.cached_caption_features(clip, tokens, 2, torch.float16)  # another storage dtype: another entry
+    assert len(calls) == 1 and half.global_feats.dtype == half.token_feats.dtype == torch.float16
+    _close(half.global_feats.float(), want.global_feats, 1e-2)
+    recipe.cached_caption_features(clip, _caption_tokens([4, 6], first_id=900), 2)  # other captions
+    with torch.no_grad():
+        clip.ln_final.bias.add_(0.1)  # other weights
+    changed = recipe.cached_caption_features(clip, tokens, 2)
+    assert len(calls) == 3 and len(list((tmp_path / "captions").glob("*.pt"))) == 4
+    assert not torch.allclose(changed.global_feats, want.global_feats)
+    with torch.no_grad():
+        clip.ln_final.bias.sub_(0.1)
+    files[0].write_bytes(b"truncated")  # an unreadable entry is recomputed and rewritten, with a warning
+    with pytest.warns(UserWarning, match="unreadable"):
+        fixed = recipe.cached_caption_features(clip, tokens, 2)
+    assert len(calls) == 4 and torch.equal(fixed.global_feats, want.global_feats)
+    assert torch.equal(recipe.cached_caption_features(clip, tokens, 2).token_feats, want.token_feats) and len(calls) == 4
+
+
+@pytest.mark.parametrize("classes,lr,temperature", [("coco", 1e-4, 40.0), ("voc", 1e-4, 40.0), ("nuswide", 1e-3, 4.0)])
+def test_recipe_official_defaults(classes, lr, temperature):
+    """`tinyprompt train taidpt` without optional flags runs the official recipe."""
+    from tinyprompt.cli import build_parser
+    from tinyprompt.data.classlists import get_class_list
+    from tinyprompt.engine import build_optimizer, lr_at
+    from tinyprompt.recipes.taidpt import configs
+
+    flags = ["train", "taidpt", "--model", "RN50", "--captions", "caps.json", "--classes", classes, "--out", "run"]
+    args = build_parser().parse_args(flags)
+    assert (args.val_fraction, args.photo_repeats, args.no_templates, args.eval_every) == (0.05, 9, False, 1)
+    config, train = configs(args, get_class_list(args.classes))
+    assert (config.n_ctx, config.init_std, config.logit_scale, config.margin, config.merge_rate) == (16, 0.02, 4.0, 1.0, 0.5)
+    assert (config.temperature_text, config.temperature_image) == (50.0, temperature)
+    assert (train.optimizer, train.lr, train.momentum, train.weight_decay) == ("sgd", lr, 0.9, 5e-4)
+    assert (train.scheduler, train.warmup_epochs, train.warmup_lr) == ("cosine", 1, 1e-5)
+    assert (train.max_epoch, train.batch_size, train.select_metric) == (20, 512, "val_map")
+    # one warm-up epoch at 1e-5, then Dassl's cosine over max_epoch epochs, restarted after the warm-up
+    lrs = [lr_at(train, epoch) for epoch in range(20)]
+    assert lrs[:2] == [1e-5, lr] and lrs[19] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 18 / 20)))
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2))], train)
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["dampening"], group["nesterov"]) == (0.9, 5e-4, 0, False)
+    config, train = configs(build_parser().parse_args([*flags, "--lr", "0.01", "--temperature-image", "7"]),
+                            get_class_list(args.classes), select=False)  # fmt: skip
+    assert (train.lr, config.temperature_image, train.select_metric) == (0.01, 7.0, None)
+
+
+def test_validation_is_held_out_from_the_captions(tmp_path):
+    """Model selection data: labelled captions only, disjoint from the training sentences, drawn by the seed."""
+    from argparse import Namespace
+
+    from tinyprompt.data.captions import label_captions, template_sentences
+    from tinyprompt.data.classlists import get_class_list
+    from tinyprompt.recipes.taidpt import _sentences
+
+    classes = get_class_list("voc")
+    captions = [f"Picture {i} of a {['dog', 'cat', 'bus', 'sofa'][i % 4]}." for i in range(40)]
+    (tmp_path / "caps.txt").write_text("\n".join(captions + ["A view of the sky."] * 3) + "\n")
+    args = Namespace(captions=tmp_path / "caps.txt", max_captions=None, seed=3, val_fraction=0.25, no_templates=False,
+                     photo_repeats=9)  # fmt: skip
+    texts, targets, val_texts, val_targets, report = _sentences(args, classes)
+    assert (report.total, report.kept, len(val_texts), len(texts)) == (43, 40, 10, 30 + 20 * 89)
+    assert not set(val_texts) & set(texts) and sorted(val_texts + texts[:30]) == sorted(captions)
+    assert torch.equal(val_targets, label_captions(val_texts, classes.classnames, classes.synonyms)[1])
+    assert torch.equal(targets[:30], label_captions(texts[:30], classes.classnames, classes.synonyms)[1])
+    sentences, onehot = template_sentences(classes.classnames)  # the templates train, never validate
+    assert texts[30:] == sentences and torch.equal(targets[30:], onehot)
+    assert _sentences(args, classes)[2] == val_texts  # the split is a function of the seed
+    assert _sentences(Namespace(**{**vars(args), "seed": 4}), classes)[2] != val_texts
 
 
 def test_prompt_state_dict_roundtrip_and_errors():
@@ -360,17 +493,26 @@ def test_recipe_end_to_end(caption_world, tmp_path):
     assert metrics["captions"]["read"] == 44 and metrics["captions"]["kept"] == 40
     assert metrics["captions"]["per_class"]["person"] == 8 and metrics["captions"]["per_class"]["horse"] == 8
     assert "4 dropped" in (out / "caption_report.txt").read_text()
+    config = metrics["config"]  # the official optimiser and schedule, with this test's epochs and batch
+    assert (config["optimizer"], config["lr"], config["momentum"], config["weight_decay"]) == ("sgd", 1e-4, 0.9, 5e-4)
+    assert (config["warmup_epochs"], config["warmup_lr"], config["select_metric"]) == (1, 1e-5, "val_map")
+    # model selection on the held-out captions: best.pt is the epoch with the highest val mAP
+    assert metrics["best"]["metrics"]["val_map"] == max(e["eval"]["val_map"] for e in metrics["epochs"])
+    assert set(metrics["test"]) == {"final", "best_val"}
     prompt = torch.load(out / "prompt.pt", weights_only=True)
     assert prompt["method"] == "taidpt" and prompt["ctx_global"].shape == prompt["ctx_local"].shape == (2, 64)
-    # the recipe's test mAP (cached dense features) equals a plain forward of the images with the saved prompt
+    # the recipe's test mAP (cached dense features) equals a plain forward of the images with the saved prompts
     from tinyprompt.clip import build_model
 
     classes = get_class_list("voc")
-    model = TaIDPT.from_prompt_state_dict(build_model(torch.load(root / "tiny_rn.pt", weights_only=True)), classes.classnames, prompt)
+    clip = build_model(torch.load(root / "tiny_rn.pt", weights_only=True))
     data = read_label_list(root / "eval.csv")
     images = torch.stack([MultiLabelDataset(data, clip_preprocess(64))[i][0] for i in range(len(data))])
-    scores = {name: s[:, classes.align(data.classnames)] for name, s in zip(("global", "local", "merged"), model(images))}
-    for name, s in scores.items():
-        assert metrics["test"]["final"][f"map_{name}"] == pytest.approx(mean_average_precision(s, data.labels)[0], abs=1e-4)
+    for which, saved in (("final", prompt), ("best_val", torch.load(out / "best.pt", weights_only=True))):
+        model = TaIDPT.from_prompt_state_dict(clip, classes.classnames, saved)
+        scores = {name: s[:, classes.align(data.classnames)] for name, s in zip(("global", "local", "merged"), model(images))}
+        for name, s in scores.items():
+            want = mean_average_precision(s, data.labels)[0]
+            assert metrics["test"][which][f"map_{name}"] == pytest.approx(want, abs=1e-4), (which, name)
     with pytest.raises(ValueError, match=r"\['motorcycle'\] that are not in class list 'nuswide'"):
         main([*args[:6], "--classes", "nuswide", *args[8:]])  # eval classes are matched before training

@@ -102,7 +102,9 @@ def read_coco_instances(json_path, image_root=None, check_files: bool = True) ->
         ) from None
     rows = [set() for _ in images]
     for k, ann in enumerate(annotations):
-        if not isinstance(ann, dict) or ann.get("image_id") not in image_index:
+        if not isinstance(ann, dict):
+            raise ValueError(f"{json_path}: annotations[{k}] is not an object {{image_id, category_id}}: {str(ann)[:200]}")
+        if ann.get("image_id") not in image_index:
             raise ValueError(f"{json_path}: annotations[{k}] names image_id {ann.get('image_id')!r}, not in 'images'")
         if ann.get("category_id") not in cat_index:
             raise ValueError(

@@ -124,6 +124,19 @@ def cached_caption_features(clip, tokens: torch.Tensor, batch_size: int, dtype=t
     return feats
 
 
+def configs(args, classes, select: bool = True):
+    """(TaIDPTConfig, TrainConfig) of a run: the flags, with the official per-dataset defaults filled in
+    (lr 1e-4, test temperature 40; NUS-WIDE lr 1e-3, temperature 4). select: keep the best caption-val prompt."""
+    nus = classes.name == NUS
+    config = TaIDPTConfig(n_ctx=args.n_ctx, temperature_image=args.temperature_image or (4.0 if nus else 40.0),
+                          text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
+    train_config = TrainConfig(max_epoch=args.epochs, batch_size=args.batch_size, lr=args.lr or (1e-3 if nus else 1e-4),
+                               momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                               warmup_lr=args.warmup_lr, precision=args.precision, seed=args.seed,
+                               eval_every=args.eval_every, select_metric="val_map" if select else None)  # fmt: skip
+    return config, train_config
+
+
 def _sentences(args, classes):
     """(train texts, train labels, val texts, val labels, caption report) from the corpus and the templates."""
     captions = read_captions(args.captions)
@@ -187,7 +200,6 @@ def run(args) -> int:
         raise ValueError(f"--val-fraction {args.val_fraction}: use a fraction in [0, 1) of the labelled captions")
     device = resolve_device(args.device)
     classes = get_class_list(args.classes)
-    nus = classes.name == NUS
     test_data = columns = None
     if args.eval_data is not None:  # read and matched to the classes first: a bad file fails before training
         test_data = read_multilabel(args.eval_data, args.eval_image_root, args.eval_split, args.difficult)
@@ -203,8 +215,7 @@ def run(args) -> int:
     # captions longer than CLIP's 77 tokens (Localized Narratives) are cut, keeping the EOT
     train_feats = cached_caption_features(clip, tokenize_for(clip, texts, truncate=True), args.encode_batch_size, dtype).to(device)
     labels = targets.to(device)
-    config = TaIDPTConfig(n_ctx=args.n_ctx, temperature_image=args.temperature_image or (4.0 if nus else 40.0),
-                          text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
+    config, train_config = configs(args, classes, select=bool(len(val_texts)))
     model = TaIDPT(clip, classes.classnames, config)
 
     def loss_fn(model, idx, info):
@@ -223,10 +234,6 @@ def run(args) -> int:
             merged = model.config.merge_rate * logits_g + (1 - model.config.merge_rate) * logits_l
             return {"val_map": mean_average_precision(merged.cpu(), val_targets)[0]}
 
-    train_config = TrainConfig(max_epoch=args.epochs, batch_size=args.batch_size, lr=args.lr or (1e-3 if nus else 1e-4),
-                               momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                               warmup_lr=args.warmup_lr, precision=args.precision, seed=args.seed,
-                               eval_every=args.eval_every, select_metric="val_map" if eval_fn else None)  # fmt: skip
     if is_main_process():
         print(f"[tinyprompt] TaI-DPT on {len(classes)} classes ({classes.name}): {len(texts)} training sentences, "
               f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {train_config.lr}")
