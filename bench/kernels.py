@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import harness
+from tinyprompt.kernels import ranking as rk_module
 from tinyprompt.kernels import ranking_loss, sampled_softmax_loss
 from tinyprompt.kernels import sampled_softmax as ss_module
 
@@ -33,6 +34,14 @@ A_MEMORY = {"cpu": {(1024, 5000, 512), (4096, 21000, 512)}, "cuda": {(4096, 2100
 B_MEMORY = {"cpu": {(256, 1000)}, "cuda": {(4096, 1000), (256, 21000)}}
 MODES = ("forward", "backward", "full")
 PAIR_LIMIT = {"cpu": 3e8, "cuda": 1.1e9}  # largest B*C*C for the pairwise eager ranking loss
+# --sweep: each row times one module setting changed from its default, full pass, Triton only
+SWEEP_A = [dict()] + [
+    dict(TILE_CONFIGS={**ss_module.TILE_CONFIGS,
+                       "16bit": dict(BLOCK_B=b, BLOCK_N=n, BLOCK_K=k, num_warps=warps, num_stages=stages)})
+    for b, n, k, warps, stages in ((64, 128, 64, 4, 4), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3))
+] + [dict(CHUNK_BYTES=32 << 20)]
+SWEEP_B = [dict(), dict(PROGRAMS_PER_SM=1), dict(PROGRAMS_PER_SM=4), dict(ROW_TILE={"cuda": 512, "interpret": 16}),
+           dict(ROW_TILE={"cuda": 2048, "interpret": 16})]
 COLUMNS = ["kernel", "shape", "dtype", "mode", "provider", "median_ms", "p20_ms", "p80_ms", "tflops", "gbps",
            "pct_roof", "x_eager", "peak_extra_MiB", "grad_MiB", "note"]
 
@@ -47,8 +56,11 @@ def add_args(parser):
     parser.add_argument("--threads", type=int, default=None,
                         help="cpu: torch threads for every provider (default: torch's); 1 avoids waiting on a "
                              "descheduled worker thread when the machine is shared")
+    parser.add_argument("--goals-only", action="store_true",
+                        help="only the shapes and measurements the issue's goals name (A: B >= 1024, M >= 5000 and "
+                             "the memory of the roofline shape; B: B*C >= 4e6, no memory)")
     parser.add_argument("--sweep", action="store_true",
-                        help="cuda: only time alternative Triton tile shapes for A at B=4096, M=21000, D=1024")
+                        help="cuda: only time the Triton paths' alternative settings (SWEEP) at the goal shapes")
 
 
 # ----------------------------------------------------------------------------- eager formulations
@@ -161,16 +173,20 @@ def run(args):
     providers = ["eager", "reference"] + (["compile", "triton"] if device == "cuda" else [])
     if args.sweep:
         if device != "cuda":
-            raise SystemExit("--sweep times Triton tile shapes: it needs --device cuda")
-        _sweep(report, dtype, reps, matmul)
-        report.write(COLUMNS, title=f"kernels tile sweep · {device} · {dtype}")
+            raise SystemExit("--sweep times the Triton paths' settings: it needs --device cuda")
+        _sweep(report, dtype, reps, matmul, copy)
+        report.write(COLUMNS, title=f"kernels settings sweep · {device} · {dtype}")
         return
     if args.kernel in ("all", "sampled_softmax"):
         grid = A_QUICK if args.quick else (A_GRID if device == "cuda" else A_CPU)
+        if args.goals_only and device == "cuda":
+            grid = [(b, m, d) for b, m, d in grid if b >= 1024 and m >= 5000]
         for n_rows, n_cols, dim in grid:
             _case_a(report, providers, (n_rows, n_cols, dim), dtype, device, reps, matmul, copy, args)
     if args.kernel in ("all", "ranking"):
         grid = B_QUICK if args.quick else B_GRID
+        if args.goals_only:
+            grid = [(b, c) for b, c in grid if b * c >= 4e6]
         for n_rows, n_cols in grid:
             _case_b(report, providers, (n_rows, n_cols), dtype, device, reps, copy, args)
     md = report.write(COLUMNS, title=f"kernels · {device} · {dtype}")
@@ -255,37 +271,44 @@ def _case_b(report, providers, shape, dtype, device, reps, copy, args):
             row.update(gbps=nbytes / t / 1e9, pct_roof=100 * (nbytes / t / 1e9) / copy)
             if "eager" in rows:
                 row["x_eager"] = rows["eager"]["median_ms"] / row["median_ms"]
-            if mode == "full" and shape in B_MEMORY[device] and not args.no_memory and provider != "compile":
+            if mode == "full" and shape in B_MEMORY[device] and not (args.no_memory or args.goals_only) \
+                    and provider != "compile":
                 kwargs = dict(provider=provider, mode=mode, n_rows=n_rows, n_cols=n_cols, dtype=dtype, device=device)
                 row["peak_extra_MiB"] = harness.peak_memory("bench.kernels:make_ranking_call", kwargs, device) / 2**20
                 row["grad_MiB"] = n_rows * n_cols * elt / 2**20
             report.add(**row)
 
 
-def _sweep(report, dtype, reps, matmul):
-    """Alternative Triton tile shapes for A's full pass at the roofline goal shape (printed as extra rows)."""
-    n_rows, n_cols, dim = 4096, 21000, 1024
-    flops = 6 * n_rows * n_cols * dim
-    default = dict(ss_module.TILE_CONFIGS["16bit"])
-    candidates = [dict(BLOCK_B=b, BLOCK_N=n, BLOCK_K=k, num_warps=warps, num_stages=stages)
-                  for b, n, k, warps, stages in ((128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
-                                                 (64, 128, 64, 4, 4), (128, 128, 128, 8, 2), (64, 128, 64, 8, 3))]
-    try:
-        for cfg in candidates:
-            ss_module.TILE_CONFIGS["16bit"] = cfg
-            call = make_softmax_call("triton", "full", n_rows, n_cols, dim, dtype, "cuda")
+def _sweep(report, dtype, reps, matmul, copy):
+    """The SWEEP settings of the Triton paths, one at a time, at A's roofline goal shape and B's largest shape."""
+    cases = [("A sweep", ss_module, SWEEP_A, (4096, 21000, 1024), make_softmax_call),
+             ("B hinge sweep", rk_module, SWEEP_B, (4096, 21000), make_ranking_call)]
+    for kernel, module, settings, shape, make in cases:
+        for setting in settings:
+            defaults = {name: getattr(module, name) for name in setting}
+            letters = "BMD" if len(shape) == 3 else "BC"
+            base = dict(kernel=kernel, shape=" ".join(f"{k}{v}" for k, v in zip(letters, shape)), dtype=dtype,
+                        mode="full", provider="triton", note=str(setting or "defaults"))
             try:
+                for name, value in setting.items():
+                    setattr(module, name, value)
+                call = make("triton", "full", *shape, dtype, "cuda")
                 stats = harness.summarize(harness.time_interleaved({"t": call}, "cuda", warmup=2, reps=reps)["t"])
-            except Exception as e:  # a tile shape the compiler rejects (e.g. out of shared memory)
-                report.add(kernel="A sweep", shape=f"B{n_rows} M{n_cols} D{dim}", dtype=dtype, mode="full",
-                           provider="triton", note=f"{cfg}: {type(e).__name__}")
+            except Exception as e:  # noqa: BLE001 - a setting the compiler rejects becomes a row
+                report.add(**dict(base, note=f"{setting}: {type(e).__name__}: {str(e)[:200]}"))
                 continue
+            finally:
+                for name, value in defaults.items():
+                    setattr(module, name, value)
             t = stats["median_s"]
-            report.add(kernel="A sweep", shape=f"B{n_rows} M{n_cols} D{dim}", dtype=dtype, mode="full",
-                       provider="triton", median_ms=1e3 * t, p20_ms=1e3 * stats["p20_s"], p80_ms=1e3 * stats["p80_s"],
-                       tflops=flops / t / 1e12, pct_roof=100 * flops / (matmul * 1e12) / t, note=str(cfg))
-    finally:
-        ss_module.TILE_CONFIGS["16bit"] = default
+            row = dict(base, median_ms=1e3 * t, p20_ms=1e3 * stats["p20_s"], p80_ms=1e3 * stats["p80_s"])
+            if len(shape) == 3:
+                flops = 6 * shape[0] * shape[1] * shape[2]
+                row.update(tflops=flops / t / 1e12, pct_roof=100 * flops / (matmul * 1e12) / t)
+            else:
+                nbytes = shape[0] * shape[1] * (2 * getattr(torch, dtype).itemsize + 8)
+                row.update(gbps=nbytes / t / 1e9, pct_roof=100 * nbytes / t / 1e9 / copy)
+            report.add(**row)
 
 
 def _goals(rows, device):

@@ -12,19 +12,23 @@ Per row b, over its positives P and negatives N:
 reduction "mean" is the mean of loss_b over rows (TaI-DPT's convention: rows without pairs count as 0).
 
 The hinge without the (B, C, C) pair tensor. With kappa_i = s_i - margin, pair (i, j) is active when
-s_j > kappa_i, and  sum_{j in N} max(0, s_j - kappa_i) = (sum of active s_j) - kappa_i * #active.
-Sort a row's keys {kappa_i of positives, s_j of negatives} in descending order (positives first among
-equal keys): the negatives before a positive are exactly its active ones, so prefix counts and sums
-give the loss and the gradients in O(C log C):
-  dloss/ds_i = -(#{j: s_j > kappa_i} + #{j: s_j == kappa_i} / 2)
-  dloss/ds_j = +(#{i: kappa_i < s_j} + #{i: kappa_i == s_j} / 2)
+s_j > kappa_i. For a negative j let below_j = #{i in P: kappa_i < s_j} and upto_j = #{i: kappa_i <= s_j};
+with the positives' kappa sorted (kappa_(0) <= kappa_(1) <= ...) and their prefix sums:
+  loss_b       = sum_{j in N} (below_j s_j - sum_{k < below_j} kappa_(k))
+  dloss/ds_j   = below_j + (upto_j - below_j) / 2
+  dloss/ds_(k) = -(#{j: below_j > k} + #{j: below_j <= k < upto_j} / 2)
 The halves reproduce the official torch.maximum, whose gradient is 0.5 at an exact kink (the golden
-hand_case has one); tied keys are counted with a segmented scan.
+hand_case has one).
 
-Triton: one program per row packs (key, class, column) into one int64 per entry, sorts the row in
-registers (tl.sort) when it fits MAX_SORT_IN_REGISTERS, else the row is packed, sorted by torch.sort and
-scanned in tiles with carries (top to bottom, then bottom to top for the positives' gradients). The
-forward pass writes the loss and dloss_b/ds together; the backward only rescales it by dL/dloss_b.
+Triton (hinge): only the positives are sorted, the usually few of a multi-label row. A persistent
+program takes rows in turn: pass 1 reads the labels, counts, and writes the packed (kappa, column) keys
+of the positives to its scratch; they are sorted in registers (tl.sort, up to POSITIVES_PER_CHUNK at a
+time) with their prefix sums; pass 2 reads the row again and finds below_j (and upto_j when a tie
+exists) by binary search, writes the negatives' gradients and counts below_j in a scratch histogram
+(integer atomics: exact); its prefix sums give the positives' gradients. A row with more positives
+takes one such pass per chunk of them: O(C log K) work for K <= POSITIVES_PER_CHUNK positives, O(C)
+memory traffic. The forward writes the loss and dloss_b/ds (fp32) together; the backward is one more
+kernel that scales it by dL/dloss_b into the scores' dtype. LSEP: one program per row, two passes.
 The official function also mutates its input; this one does not.
 """
 from __future__ import annotations
@@ -38,148 +42,138 @@ from . import _backend
 
 KINDS = ("hinge", "lsep")
 REDUCTIONS = ("mean", "sum", "none")
-MAX_SORT_IN_REGISTERS = 4096  # longest row (power of two) sorted inside one program
-MAX_SORT_INTERPRETED = 16  # the same under the interpreter, which runs tl.sort's xor reductions in Python
-SCAN_TILE = 1024  # tile of a row for the tiled hinge path and for LSEP
+POSITIVES_PER_CHUNK = {"cuda": 2048, "interpret": 16}  # K: positives sorted in registers at a time
+ROW_TILE = {"cuda": 1024, "interpret": 16}  # columns per loop step of a row (run 4's sweep: 1024 beat 512, 2048)
+PROGRAMS_PER_SM = 2  # hinge: persistent programs, few so a row is still in L2 for pass 2 (sweep: 2 = 4 > 1)
 tl = None  # triton.language, bound by _backend.jit_in_place on the first Triton call
 
 
 # ----------------------------------------------------------------------------- Triton kernels
-def _pack(S, L, row, cols, n_cols, margin, stride_sb, stride_sc, stride_lb, stride_lc):
-    """int64 keys that sort (descending) by kappa_i / s_j, positives first among equal keys; padding last.
-
-    Layout: [key as order-preserving int32 | class code (2 positive, 1 negative, 0 ignored) | column (30 bits)].
-    """
-    ok = cols < n_cols
-    s = tl.load(S + row * stride_sb + cols * stride_sc, mask=ok, other=0.0).to(tl.float32)
-    label = tl.load(L + row * stride_lb + cols * stride_lc, mask=ok, other=-1)
-    is_pos = ok & (label == 1)
-    is_neg = ok & (label == 0)
-    key = tl.where(is_pos, s - margin, tl.where(is_neg, s, float("-inf"))) + 0.0  # +0.0: -0.0 packs as +0.0
-    bits = key.to(tl.int32, bitcast=True)
+def _pack(kappa, cols):
+    """int64 keys that sort (ascending) by kappa, then column: [order-preserving int32 of kappa | column]."""
+    bits = (kappa + 0.0).to(tl.int32, bitcast=True)  # +0.0: -0.0 packs as +0.0
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # signed-int order == float order
-    code = tl.where(is_pos, 2, tl.where(is_neg, 1, 0)).to(tl.int64)
-    packed = (ordered.to(tl.int64) << 32) | (code << 30) | cols.to(tl.int64)
-    return tl.where(ok, packed, tl.full(cols.shape, 1, tl.int64) << 63)  # padding: the smallest int64
-
-
-def _count_at_max_key(key_a, count_a, key_b, count_b):
-    """Scan combine: over a set of entries, (largest key, how many counted entries have it). Commutative."""
-    key = tl.maximum(key_a, key_b)
-    return key, tl.where(key_a == key, count_a, 0) + tl.where(key_b == key, count_b, 0)
-
-
-def _count_at_min_key(key_a, count_a, key_b, count_b):
-    key = tl.minimum(key_a, key_b)
-    return key, tl.where(key_a == key, count_a, 0) + tl.where(key_b == key, count_b, 0)
+    return (ordered.to(tl.int64) << 32) | cols.to(tl.int64)
 
 
 def _unpack(packed):
-    """(key with -inf for ignored entries and padding, is_pos, is_neg, column) of packed keys."""
+    """(kappa, column) of packed keys."""
     ordered = (packed >> 32).to(tl.int32)
-    key = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
-    code = (packed >> 30) & 3
-    return tl.where(code == 0, float("-inf"), key), code == 2, code == 1, packed & 0x3FFFFFFF
+    kappa = (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+    return kappa, (packed & 0x7FFFFFFF).to(tl.int32)
 
 
-def _has_ties(key):
-    """Whether two neighbours of a sorted tile share a key (then the segmented scans are needed)."""
-    idx = tl.arange(0, key.shape[0])
-    following = tl.gather(key, tl.minimum(idx + 1, key.shape[0] - 1), 0)
-    return tl.max(((key == following) & (idx + 1 < key.shape[0]) & (key != float("-inf"))).to(tl.int32), 0) > 0
+def _compact(S_row, L_row, PACKED, n_cols, margin, first, stride_sc, stride_lc, BLOCK_C: tl.constexpr,
+             K: tl.constexpr):
+    """Write the packed keys of the positives of rank [first, first + K) (column order) to PACKED[0, K);
+    return the row's numbers of positives and negatives."""
+    n_pos = 0
+    n_neg = 0
+    for c0 in range(0, n_cols, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        ok = cols < n_cols
+        label = tl.load(L_row + cols * stride_lc, mask=ok, other=-1)
+        is_pos = ok & (label == 1)
+        rank = n_pos + tl.cumsum(is_pos.to(tl.int32), 0) - 1
+        take = is_pos & (rank >= first) & (rank < first + K)
+        s = tl.load(S_row + cols * stride_sc, mask=take, other=0.0).to(tl.float32)
+        tl.store(PACKED + (rank - first), _pack(s - margin, cols), mask=take)
+        n_pos += tl.sum(is_pos.to(tl.int32), 0)
+        n_neg += tl.sum((ok & (label == 0)).to(tl.int32), 0)
+    return n_pos, n_neg
 
 
-def _hinge_down(packed, carry_neg, carry_negsum, carry_pos, carry_key, carry_eq, n_pos, GRAD, row,
-                stride_gb, stride_gc, WRITE_GRAD: tl.constexpr):
-    """A descending-sorted tile, visited first to last: the loss, and the gradients of negatives/ignored.
-
-    Carries from the tiles above: negatives (count, sum), positives, and the positives whose key equals
-    the last key seen (carry_key): ties run across tile borders.
-    """
-    key, is_pos, is_neg, col = _unpack(packed)
-    neg = is_neg.to(tl.int32)
-    pos = is_pos.to(tl.int32)
-    neg_val = tl.where(is_neg, key, 0.0)
-    neg_above = tl.cumsum(neg, 0) - neg + carry_neg  # negatives strictly above (positives lead a tie)
-    negsum_above = tl.cumsum(neg_val, 0) - neg_val + carry_negsum
-    loss = tl.sum(tl.where(is_pos, negsum_above - neg_above.to(tl.float32) * key, 0.0), 0)
-    if WRITE_GRAD:
-        pos_upto = tl.cumsum(pos, 0) + carry_pos  # positives at or above
-        pos_tied = tl.where(key == carry_key, carry_eq, 0)  # tied positives in the tiles above
-        if _has_ties(key):  # ... and in this tile, at or above, with the same key
-            pos_tied += tl.associative_scan((key, pos), 0, _count_at_min_key)[1]
-        grad = tl.where(is_neg, (n_pos - pos_upto).to(tl.float32) + 0.5 * pos_tied.to(tl.float32), 0.0)
-        padding = packed == (tl.full(packed.shape, 1, tl.int64) << 63)
-        tl.store(GRAD + row * stride_gb + col * stride_gc, grad, mask=~(is_pos | padding))
-    last_key = tl.min(key, 0)
-    carry_eq = tl.sum(tl.where(key == last_key, pos, 0), 0) + tl.where(last_key == carry_key, carry_eq, 0)
-    return loss, carry_neg + tl.sum(neg, 0), carry_negsum + tl.sum(neg_val, 0), carry_pos + tl.sum(pos, 0), \
-        last_key, carry_eq
-
-
-def _hinge_up(packed, carry_neg, carry_key, carry_eq, n_neg, GRAD, row, stride_gb, stride_gc):
-    """The same tile visited last to first: the gradients of positives, -(#above + #tied / 2)."""
-    key, is_pos, is_neg, col = _unpack(packed)
-    neg = is_neg.to(tl.int32)
-    neg_from = tl.cumsum(neg, 0, reverse=True) + carry_neg  # negatives at or below
-    neg_tied = tl.where(key == carry_key, carry_eq, 0)  # tied negatives in the tiles below
-    if _has_ties(key):  # ... and in this tile, at or below, with the same key
-        neg_tied += tl.associative_scan((key, neg), 0, _count_at_max_key, reverse=True)[1]
-    grad = -((n_neg - neg_from).to(tl.float32) + 0.5 * neg_tied.to(tl.float32))
-    tl.store(GRAD + row * stride_gb + col * stride_gc, grad, mask=is_pos)
-    first_key = tl.max(key, 0)
-    carry_eq = tl.sum(tl.where(key == first_key, neg, 0), 0) + tl.where(first_key == carry_key, carry_eq, 0)
-    return carry_neg + tl.sum(neg, 0), first_key, carry_eq
-
-
-def _hinge_kernel(S, L, SORTED, NPOS, LOSS, GRAD, n_cols, margin,
-                  stride_sb, stride_sc, stride_lb, stride_lc, stride_gb, stride_gc,
-                  PHASE: tl.constexpr,  # 0: whole row sorted in registers; 1: pack to SORTED; 2: scan SORTED
-                  WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_C)
-    if PHASE == 0:
-        packed = tl.sort(_pack(S, L, row, cols, n_cols, margin, stride_sb, stride_sc, stride_lb, stride_lc),
-                         descending=True)
-        n_pos = tl.sum((((packed >> 30) & 3) == 2).to(tl.int32), 0)
-        loss, n_neg, _, _, _, _ = _hinge_down(packed, 0, 0.0, 0, float("inf"), 0, n_pos, GRAD, row, stride_gb,
-                                              stride_gc, WRITE_GRAD)
-        if WRITE_GRAD:
-            _hinge_up(packed, 0, float("-inf"), 0, n_neg, GRAD, row, stride_gb, stride_gc)
-        tl.store(LOSS + row, loss)
-    elif PHASE == 1:
-        n_pos = 0
-        for c0 in range(0, n_cols, BLOCK_C):
-            packed = _pack(S, L, row, c0 + cols, n_cols, margin, stride_sb, stride_sc, stride_lb, stride_lc)
-            tl.store(SORTED + row * n_cols + c0 + cols, packed, mask=c0 + cols < n_cols)
-            n_pos += tl.sum((((packed >> 30) & 3) == 2).to(tl.int32), 0)
-        tl.store(NPOS + row, n_pos)
+def _count_below(KAPPA, s, STRICT: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr):
+    """#{k: KAPPA[k] < s} (STRICT) or #{k: KAPPA[k] <= s} per element of s: a branchless binary search
+    of the sorted, +inf-padded KAPPA[0, K)."""
+    lo = tl.zeros(s.shape, tl.int32)
+    for step in tl.static_range(LOG_K):
+        half = K >> (step + 1)
+        probe = tl.load(KAPPA + lo + (half - 1))
+        if STRICT:
+            lo = tl.where(probe < s, lo + half, lo)
+        else:
+            lo = tl.where(probe <= s, lo + half, lo)
+    probe = tl.load(KAPPA + lo)  # lo <= K - 1 here
+    if STRICT:
+        lo = tl.where(probe < s, lo + 1, lo)
     else:
-        n_pos = tl.load(NPOS + row)
-        padding = tl.full([BLOCK_C], 1, tl.int64) << 63
+        lo = tl.where(probe <= s, lo + 1, lo)
+    return lo
+
+
+def _hinge_kernel(S, L, LOSS, GRAD, SCRATCH, n_rows, n_cols, margin,
+                  stride_sb, stride_sc, stride_lb, stride_lc, stride_gb, stride_gc,
+                  WRITE_GRAD: tl.constexpr, BLOCK_C: tl.constexpr, K: tl.constexpr, LOG_K: tl.constexpr):
+    """Persistent program: rows pid, pid + #programs, ...; the algorithm is in the module docstring.
+
+    SCRATCH: 10 K int32 words per program: packed keys (K int64), sorted kappa (K), its exclusive prefix
+    sums (K + 1), the histogram of below_j (K + 1 bins) and the tie differences (+1 at below_j, -1 at upto_j).
+    """
+    base = SCRATCH + tl.program_id(0).to(tl.int64) * (10 * K)
+    PACKED = base.to(tl.pointer_type(tl.int64))
+    KAPPA = (base + 2 * K).to(tl.pointer_type(tl.float32))
+    PREFIX = (base + 3 * K).to(tl.pointer_type(tl.float32))
+    BELOW = base + 5 * K
+    TIED = base + 7 * K
+    ks = tl.arange(0, K)
+    bins = tl.arange(0, 2 * K)
+    padding = tl.full([K], 0x7FFFFFFFFFFFFFFF, tl.int64)  # sorts after every key
+    first_row = tl.program_id(0).to(tl.int64)
+    for i in range(0, tl.cdiv(n_rows - first_row, tl.num_programs(0))):
+        row = first_row + i * tl.num_programs(0)
+        S_row = S + row * stride_sb
+        L_row = L + row * stride_lb
+        G_row = GRAD + row * stride_gb
+        n_pos, n_neg = _compact(S_row, L_row, PACKED, n_cols, margin, 0, stride_sc, stride_lc, BLOCK_C, K)
+        n_chunks = tl.where(n_neg > 0, tl.maximum(tl.cdiv(n_pos, K), 1), 1)  # one pass writes zeros at least
         loss = 0.0
-        n_neg = 0
-        negsum = 0.0
-        pos_seen = 0
-        carry_key = float("inf")
-        carry_eq = 0
-        for c0 in range(0, n_cols, BLOCK_C):
-            packed = tl.load(SORTED + row * n_cols + c0 + cols, mask=c0 + cols < n_cols, other=padding)
-            tile_loss, n_neg, negsum, pos_seen, carry_key, carry_eq = _hinge_down(
-                packed, n_neg, negsum, pos_seen, carry_key, carry_eq, n_pos, GRAD, row, stride_gb, stride_gc,
-                WRITE_GRAD)
-            loss += tile_loss
+        for q in range(0, n_chunks):
+            if q > 0:
+                tl.debug_barrier()  # the previous chunk is done with PACKED and the histograms
+                _compact(S_row, L_row, PACKED, n_cols, margin, q * K, stride_sc, stride_lc, BLOCK_C, K)
+            tl.debug_barrier()  # PACKED written by every thread
+            m = tl.minimum(n_pos - q * K, K)  # positives in this chunk
+            kappa, col = _unpack(tl.sort(tl.load(PACKED + ks, mask=ks < m, other=padding)))
+            real = tl.where(ks < m, kappa, 0.0)
+            tl.store(KAPPA + ks, tl.where(ks < m, kappa, float("inf")))
+            tl.store(PREFIX, 0.0)
+            tl.store(PREFIX + 1 + ks, tl.cumsum(real, 0))  # PREFIX[k]: the sum of the k smallest kappa
+            if WRITE_GRAD:
+                tl.store(BELOW + bins, tl.zeros([2 * K], tl.int32))
+                tl.store(TIED + bins, tl.zeros([2 * K], tl.int32))
+            tl.debug_barrier()
+            for c0 in range(0, n_cols, BLOCK_C):
+                cols = c0 + tl.arange(0, BLOCK_C)
+                ok = cols < n_cols
+                label = tl.load(L_row + cols * stride_lc, mask=ok, other=-1)
+                is_neg = ok & (label == 0)
+                s = tl.load(S_row + cols * stride_sc, mask=is_neg, other=0.0).to(tl.float32)
+                below = _count_below(KAPPA, s, True, K, LOG_K)  # (BLOCK_C,) kappa_i < s_j
+                pair_sum = below.to(tl.float32) * s - tl.load(PREFIX + below, mask=is_neg, other=0.0)
+                loss += tl.sum(tl.where(is_neg, pair_sum, 0.0), 0)
+                if WRITE_GRAD:
+                    tied = is_neg & (tl.load(KAPPA + below, mask=is_neg & (below < K), other=0.0) == s)
+                    tied &= below < K
+                    upto = below
+                    if tl.max(tied.to(tl.int32), 0) > 0:  # a kink: kappa_i == s_j exactly
+                        upto = tl.where(tied, _count_below(KAPPA, s, False, K, LOG_K), below)
+                        tl.atomic_add(TIED + below, 1, mask=tied, sem="relaxed")
+                        tl.atomic_add(TIED + upto, -1, mask=tied, sem="relaxed")
+                    tl.atomic_add(BELOW + below, 1, mask=is_neg, sem="relaxed")
+                    grad = below.to(tl.float32) + 0.5 * (upto - below).to(tl.float32)
+                    grad += tl.load(G_row + cols * stride_gc, mask=is_neg & (q > 0), other=0.0)  # earlier chunks
+                    # chunk 0 writes every entry (0 for positives until their chunk, and for ignored ones)
+                    tl.store(G_row + cols * stride_gc, tl.where(is_neg, grad, 0.0), mask=is_neg | (ok & (q == 0)))
+            if WRITE_GRAD:
+                tl.debug_barrier()  # histograms complete, positives' zeros written
+                # the atomics were done in L2: read them from there (.cg)
+                n_below = tl.cumsum(tl.load(BELOW + ks, cache_modifier=".cg"), 0)  # negatives with below_j <= k
+                n_tied = tl.cumsum(tl.load(TIED + ks, cache_modifier=".cg"), 0)  # ... with below_j <= k < upto_j
+                grad = -((n_neg - n_below).to(tl.float32) + 0.5 * n_tied.to(tl.float32))
+                tl.store(G_row + col * stride_gc, grad, mask=ks < m)
         tl.store(LOSS + row, loss)
-        if WRITE_GRAD:
-            neg_below = 0
-            carry_key = float("-inf")
-            carry_eq = 0
-            n_tiles = tl.cdiv(n_cols, BLOCK_C)
-            for i in range(0, n_tiles):
-                c0 = (n_tiles - 1 - i) * BLOCK_C
-                packed = tl.load(SORTED + row * n_cols + c0 + cols, mask=c0 + cols < n_cols, other=padding)
-                neg_below, carry_key, carry_eq = _hinge_up(packed, neg_below, carry_key, carry_eq, n_neg, GRAD,
-                                                           row, stride_gb, stride_gc)
+        tl.debug_barrier()  # the next row reuses the scratch
 
 
 def _online_lse(run_max, run_sum, v):
@@ -221,36 +215,56 @@ def _lsep_kernel(S, L, LOSS, GRAD, n_cols, stride_sb, stride_sc, stride_lb, stri
             tl.store(GRAD + row * stride_gb + cols * stride_gc, grad, mask=ok)
 
 
-_TRITON_FUNCTIONS = ("_pack", "_count_at_max_key", "_count_at_min_key", "_unpack", "_has_ties", "_hinge_down",
-                     "_hinge_up",
-                     "_hinge_kernel", "_online_lse", "_lsep_kernel")
+def _scale_kernel(GRAD, GOUT, OUT, n_cols, stride_gout, divisor, stride_ob, stride_oc, BLOCK: tl.constexpr):
+    """OUT[b, c] = GRAD[b, c] dL/dloss_b in OUT's dtype (GRAD contiguous fp32): the backward pass."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < n_cols
+    gout = tl.load(GOUT + row * stride_gout) / divisor
+    grad = tl.load(GRAD + row * n_cols + cols, mask=ok, other=0.0)
+    tl.store(OUT + row * stride_ob + cols * stride_oc, (grad * gout).to(OUT.dtype.element_ty), mask=ok)
+
+
+_TRITON_FUNCTIONS = ("_pack", "_unpack", "_compact", "_count_below", "_hinge_kernel", "_online_lse", "_lsep_kernel",
+                     "_scale_kernel")
 
 
 def _triton_ranking(scores, labels, margin, kind, need_grad):
     """(loss_b (B,), dloss_b/ds (B, C) fp32 or None) from the Triton kernels."""
     _backend.jit_in_place(globals(), _TRITON_FUNCTIONS)
     n_rows, n_cols = scores.shape
+    where = "interpret" if scores.device.type == "cpu" else "cuda"
     losses = torch.empty(n_rows, device=scores.device, dtype=torch.float32)
     grad = torch.empty((n_rows, n_cols), device=scores.device, dtype=torch.float32) if need_grad else losses[:, None]
     strides = (scores.stride(0), scores.stride(1), labels.stride(0), labels.stride(1), grad.stride(0), grad.stride(1))
-    tile = min(SCAN_TILE, _next_pow2(n_cols))
+    tile = min(ROW_TILE[where], _next_pow2(n_cols))
     if kind == "lsep":
         _lsep_kernel[(n_rows,)](scores, labels, losses, grad, n_cols, *strides, WRITE_GRAD=need_grad, BLOCK_C=tile,
                                 num_warps=4)
         return losses, (grad if need_grad else None)
-    block = _next_pow2(n_cols)
-    if block <= (MAX_SORT_IN_REGISTERS if scores.is_cuda else MAX_SORT_INTERPRETED):
-        _hinge_kernel[(n_rows,)](scores, labels, losses, losses, losses, grad, n_cols, margin, *strides, PHASE=0,
-                                 WRITE_GRAD=need_grad, BLOCK_C=block, num_warps=4 if block <= 1024 else 8)
+    k = min(POSITIVES_PER_CHUNK[where], _next_pow2(n_cols))
+    if where == "cuda":
+        sms = torch.cuda.get_device_properties(scores.device).multi_processor_count
+        n_programs = min(n_rows, PROGRAMS_PER_SM * sms)
     else:
-        packed = torch.empty((n_rows, n_cols), device=scores.device, dtype=torch.int64)
-        n_pos = torch.empty(n_rows, device=scores.device, dtype=torch.int32)
-        _hinge_kernel[(n_rows,)](scores, labels, packed, n_pos, losses, grad, n_cols, margin, *strides, PHASE=1,
-                                 WRITE_GRAD=need_grad, BLOCK_C=tile, num_warps=4)
-        packed = torch.sort(packed, dim=1, descending=True).values
-        _hinge_kernel[(n_rows,)](scores, labels, packed, n_pos, losses, grad, n_cols, margin, *strides, PHASE=2,
-                                 WRITE_GRAD=need_grad, BLOCK_C=tile, num_warps=4)
+        n_programs = min(n_rows, 3)  # a few, so that the tests run programs over several rows
+    scratch = torch.empty(n_programs * 10 * k, device=scores.device, dtype=torch.int32)
+    _hinge_kernel[(n_programs,)](scores, labels, losses, grad, scratch, n_rows, n_cols, margin, *strides,
+                                 WRITE_GRAD=need_grad, BLOCK_C=tile, K=k, LOG_K=k.bit_length() - 1,
+                                 num_warps=8 if k >= 1024 else 4)
     return losses, (grad if need_grad else None)
+
+
+def _triton_scale(grad, grad_out, divisor, dtype):
+    """dL/ds = dloss_b/ds * dL/dloss_b, in the scores' dtype: one launch."""
+    n_rows, n_cols = grad.shape
+    out = torch.empty((n_rows, n_cols), device=grad.device, dtype=dtype)
+    block = min(4096, _next_pow2(n_cols))
+    _scale_kernel[(n_rows, math.ceil(n_cols / block))](
+        grad, grad_out, out, n_cols, grad_out.stride(0) if grad_out.dim() else 0, float(divisor), out.stride(0),
+        out.stride(1), BLOCK=block, num_warps=4,
+    )
+    return out
 
 
 def _next_pow2(n: int) -> int:
@@ -301,12 +315,26 @@ def _reference_ranking(scores, labels, margin, kind, need_grad):
     return losses, torch.empty_like(grad).scatter_(1, col, grad)
 
 
+def _reference_scale(grad, grad_out, divisor, dtype):
+    gout = grad_out.float()
+    return (grad * (gout[:, None] if gout.dim() else gout / divisor)).to(dtype)
+
+
+class _Engine:
+    def __init__(self, forward, scale):
+        self.forward, self.scale = forward, scale
+
+
+_TRITON = _Engine(_triton_ranking, _triton_scale)
+_REFERENCE = _Engine(_reference_ranking, _reference_scale)
+
+
 class _Ranking(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, labels, margin, kind, reduction, engine):
-        losses, grad = engine(scores, labels, margin, kind, ctx.needs_input_grad[0])  # (B,), (B, C) or None
+        losses, grad = engine.forward(scores, labels, margin, kind, ctx.needs_input_grad[0])  # (B,), (B, C) or None
         ctx.save_for_backward(grad)
-        ctx.reduction, ctx.dtype = reduction, scores.dtype
+        ctx.reduction, ctx.dtype, ctx.engine = reduction, scores.dtype, engine
         if reduction == "mean":
             return losses.mean()
         return losses.sum() if reduction == "sum" else losses
@@ -314,12 +342,8 @@ class _Ranking(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        gout = grad_out.float()
-        if ctx.reduction == "none":
-            gout = gout[:, None]
-        elif ctx.reduction == "mean":
-            gout = gout / grad.shape[0]
-        return (grad * gout).to(ctx.dtype), None, None, None, None, None
+        divisor = grad.shape[0] if ctx.reduction == "mean" else 1  # "none": grad_out is per row
+        return ctx.engine.scale(grad, grad_out, divisor, ctx.dtype), None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- public functions
@@ -331,14 +355,14 @@ def ranking_loss(scores, labels, margin=1.0, kind="hinge", reduction="mean", bac
     "sum" | "none" -> (B,). backend: "auto" | "triton" | "reference". The loss is fp32.
     """
     _validate(scores, labels, margin, kind, reduction)
-    engine = _triton_ranking if _backend.use_triton(backend, scores) else _reference_ranking
+    engine = _TRITON if _backend.use_triton(backend, scores) else _REFERENCE
     return _Ranking.apply(scores, labels, float(margin), kind, reduction, engine)
 
 
 def ranking_loss_reference(scores, labels, margin=1.0, kind="hinge", reduction="mean"):
     """The plain-PyTorch twin (one sort and prefix sums, no pair tensor). Same arguments and result."""
     _validate(scores, labels, margin, kind, reduction)
-    return _Ranking.apply(scores, labels, float(margin), kind, reduction, _reference_ranking)
+    return _Ranking.apply(scores, labels, float(margin), kind, reduction, _REFERENCE)
 
 
 def _validate(scores, labels, margin, kind, reduction):

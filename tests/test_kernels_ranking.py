@@ -15,6 +15,8 @@ TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # the interpreter evaluates log(0) = -inf and inf * 0 in branches that tl.where then discards
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 needs_triton = pytest.mark.skipif(not _backend.triton_available(), reason="triton is not installed")
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and _backend.triton_available()),
+                                reason="the compiled kernels need a CUDA device")
 BACKENDS = ["reference", pytest.param("triton", marks=needs_triton)]
 
 
@@ -65,10 +67,10 @@ def test_reference_matches_float64_pairs(kind, reduction):
 
 
 def _force_tiles(monkeypatch):
-    """The long-row path on short rows: packed keys sorted by torch.sort, scanned in 16-wide tiles."""
-    for name in ("MAX_SORT_IN_REGISTERS", "MAX_SORT_INTERPRETED"):
-        monkeypatch.setattr(ranking, name, 8)
-    monkeypatch.setattr(ranking, "SCAN_TILE", 16)
+    """Long rows on short ones: rows read in 16-wide tiles, positives sorted 16 at a time (several passes
+    per row when a row has more); the interpreter always runs this way."""
+    for name in ("POSITIVES_PER_CHUNK", "ROW_TILE"):
+        monkeypatch.setattr(ranking, name, {"cuda": 16, "interpret": 16})
 
 
 @needs_triton
@@ -76,7 +78,7 @@ def _force_tiles(monkeypatch):
 @pytest.mark.parametrize("n_rows,n_cols,tiles", [(1, 1, False), (5, 3, False), (7, 16, False), (17, 20, False),
                                                  (4, 80, False), (3, 257, False), (3, 61, True)])
 def test_triton_matches_reference(n_rows, n_cols, tiles, kind, monkeypatch):
-    """Rows sorted in registers (short rows; any row up to MAX_SORT_IN_REGISTERS on GPU) and in tiles."""
+    """Whole rows in one tile with every positive in one sorted chunk (GPU), and in 16-wide tiles and chunks."""
     if tiles:
         _force_tiles(monkeypatch)
     scores, labels = make_case(n_rows, n_cols, seed=n_cols)
@@ -169,6 +171,29 @@ def test_rows_without_pairs_give_zero(backend, kind):
     one, one_grad = run(ranking_loss, torch.randn(1, 1, device=dev), torch.ones(1, 1, device=dev), 1.0, kind,
                         backend=backend)
     assert one.item() == 0.0 and one_grad.item() == 0.0
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["hinge", "lsep"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n_rows,n_cols", [(6, 21000), (600, 1000)])
+def test_cuda_compiled_matches_reference(n_rows, n_cols, dtype, kind):
+    """The compiled kernels on the GPU against the reference on the same device: long rows (one sorted chunk
+    of ~1000 positives), a row with more positives than a chunk holds, all-positive and all-negative rows,
+    16-bit scores with many exact kinks, and more rows than persistent programs."""
+    g = torch.Generator().manual_seed(n_cols)
+    scores = (1.5 * torch.randn(n_rows, n_cols, generator=g)).to(dtype)
+    u = torch.rand(n_rows, n_cols, generator=g)
+    labels = torch.where(u < 0.05, 1, torch.where(u < 0.10, -1, 0))
+    labels[1, : n_cols // 2] = torch.where(labels[1, : n_cols // 2] == -1, -1, 1)  # ~10000 positives on C=21000
+    labels[2], labels[3] = 1, 0
+    scores[4] = torch.round(scores[4].float() * 4) / 4  # coarse values: kappa_i == s_j often
+    scores, labels = scores.cuda(), labels.cuda()
+    want, want_grad = run(ranking_loss, scores, labels, 1.0, kind, "none", backend="reference")
+    got, got_grad = run(ranking_loss, scores, labels, 1.0, kind, "none", backend="triton")
+    assert got_grad.dtype == dtype
+    assert_close(got, want, 1e-5, "loss")
+    assert_close(got_grad, want_grad, 1e-5 if dtype == torch.float32 or kind == "hinge" else 1e-2, "grad")
 
 
 def test_validation_errors():

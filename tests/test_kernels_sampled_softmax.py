@@ -18,6 +18,8 @@ TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # the interpreter evaluates log(0) = -inf for column splits a row cannot see; that is intended
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")
 needs_triton = pytest.mark.skipif(not _backend.triton_available(), reason="triton is not installed")
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and _backend.triton_available()),
+                                reason="the compiled kernels need a CUDA device")
 
 
 def naive64(x, w, target, scale, margin, shared_from, ignore, reduction="mean"):
@@ -255,6 +257,45 @@ def test_only_target_visible_gives_exact_zero(backend):
     all_hidden, _ = run(sampled_softmax_loss, x[:1].to(dev), w[:2].to(dev), torch.tensor([1], device=dev), 10.0, 1.0,
                         0, torch.tensor([0], device=dev), backend=backend)  # CoOp layout, the other column ignored
     assert all_hidden.item() == 0.0
+
+
+@needs_triton
+def test_triton_many_chunks(monkeypatch):
+    """Several backward column chunks (the smallest: 256 columns), a shared target in each of them."""
+    monkeypatch.setattr(sampled_softmax, "CHUNK_BYTES", 1)
+    x, w, target, margin, ignore = make_case(5, 3 + 700, 8, 3, seed=9)
+    target[2:] = torch.tensor([3 + 10, 3 + 300, 3 + 699])  # a shared target in the first, second and last chunk
+    ignore[2:] = torch.tensor([3 + 299, -1, 3 + 257])
+    want, want_grads = run(sampled_softmax_loss, x, w, target, torch.tensor(9.0), margin, 3, ignore, "none",
+                           backend="reference")
+    dev = TRITON_DEVICE
+    got, got_grads = run(sampled_softmax_loss, x.to(dev), w.to(dev), target.to(dev), torch.tensor(9.0, device=dev),
+                         margin.to(dev), 3, ignore.to(dev), "none", backend="triton")
+    assert_close(got, want, 1e-5, "loss")
+    for g, r, what in zip(got_grads, want_grads, ("d features", "d class_features", "d scale")):
+        assert_close(g, r, 1e-5, what, floor=1.0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n_rows,shared_from", [(300, 0), (2201, 0), (300, 300)], ids=["coop", "coop_B2201", "pomp"])
+def test_cuda_compiled_matches_reference(n_rows, shared_from, dtype, monkeypatch):
+    """The compiled kernels on the GPU (several column splits and row blocks, a partial last block, several
+    backward chunks) against the reference on the same device and the same rounded inputs."""
+    monkeypatch.setattr(sampled_softmax, "CHUNK_BYTES", 1 << 20)
+    x, w, target, margin, ignore = make_case(n_rows, shared_from + 6000, 96, shared_from, seed=n_rows, dtype=dtype)
+    args = [t.cuda() for t in (x, w, target)]
+    scale = torch.tensor(30.0, device="cuda")
+    want, want_grads = run(sampled_softmax_loss, *args, scale, margin.cuda(), shared_from, ignore.cuda(), "none",
+                           backend="reference")
+    got, got_grads = run(sampled_softmax_loss, *args, scale, margin.cuda(), shared_from, ignore.cuda(), "none",
+                         backend="triton")
+    assert got.dtype == torch.float32 and got_grads[0].dtype == dtype and got_grads[1].dtype == dtype
+    assert_close(got, want, 1e-5, "loss")
+    rtol = 1e-5 if dtype == torch.float32 else 2e-2  # 16-bit: G and the gradients are rounded to 16 bits
+    for g, r, what in zip(got_grads[:2], want_grads[:2], ("d features", "d class_features")):
+        assert_close(g, r, rtol, what)
+    assert_close(got_grads[2], want_grads[2], 1e-4, "d scale", floor=1.0)
 
 
 @needs_triton
