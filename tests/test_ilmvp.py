@@ -15,14 +15,29 @@ import torch.nn.functional as F
 from golden import GOLDEN, golden_params, load
 from tinyprompt.engine import TrainConfig, lr_at, train
 from tinyprompt.methods.ilmvp import (
-    ILM_TEMPLATES, ILMVP, AdditivePrompt, FrozenClassifier, ILMVPConfig, PaddingPrompt, clip_text_source,
-    load_classifier,
+    ILM_TEMPLATES, ILMVP, AdditivePrompt, CLIPClassifier, FrozenClassifier, ILMVPConfig, PaddingPrompt,
+    clip_text_source, load_classifier,
 )
 from tinyprompt.methods import label_mapping
 from tinyprompt.methods.label_mapping import frequency_matrix, greedy_label_mapping, random_label_mapping
 
 # every golden file name -> the test that checks it
 CHECKED = {"freq_matrix", "greedy_mapping", "expansive_prompt", "additive_prompt", "clip_text_prompt", "train_trajectory"}
+needs_tiny_vit = pytest.mark.skipif(not (GOLDEN / "clip" / "clip_tiny_vit.pt").is_file(),
+                                    reason=f"no tiny CLIP under {GOLDEN}/clip")  # fmt: skip
+
+
+def golden_cases(pattern: str, key: str = "cases"):
+    """One pytest param per case (id `<file>-<case name>`) of every golden file matching `pattern`; when
+    the golden root or the files are absent, golden_params' skipped param (with its reason) instead."""
+    params = []
+    for param in golden_params(pattern):
+        path = param.values[0]
+        if path is None:
+            params.append(param)
+        else:
+            params.extend(pytest.param(case, id=f"{path.stem}-{case['name']}") for case in load(path)[key])
+    return params
 
 
 @pytest.mark.parametrize("path", golden_params("ilmvp/*.pt"))
@@ -48,48 +63,48 @@ def _identity_model(num_source, num_target):
     return ILMVP(FrozenClassifier(nn.Identity(), num_classes=num_source), nn.Identity(), num_target)
 
 
-@pytest.mark.parametrize("path", golden_params("ilmvp/freq_matrix*.pt"))
-def test_golden_frequency_matrix_and_mapping_pass(path):
-    for case in load(path)["cases"]:
-        logits, labels, S, T = case["logits"], case["labels"], case["S"], case["T"]
-        assert torch.equal(logits.argmax(dim=1), case["pred"]), case["name"]
-        assert torch.equal(frequency_matrix(case["pred"], labels, S, T), case["freq"]), case["name"]
-        assert torch.equal(frequency_matrix(logits, labels, S, T), case["freq"]), case["name"]
-        # the full pass, batch by batch as the official loader, then the gather
-        model = _identity_model(S, T)
-        batches = list(zip(logits.split(case["batch_size"]), labels.split(case["batch_size"])))
-        freq, mapping = model.frequency_mapping(batches)
-        assert torch.equal(freq, case["freq"]) and torch.equal(mapping, case["mapping"]), case["name"]
-        assert model.update_mapping(batches, epoch=0)
-        assert torch.equal(model(logits), case["mapped_logits"]), case["name"]
+@pytest.mark.parametrize("case", golden_cases("ilmvp/freq_matrix*.pt"))
+def test_golden_frequency_matrix_and_mapping_pass(case):
+    logits, labels, S, T = case["logits"], case["labels"], case["S"], case["T"]
+    assert torch.equal(logits.argmax(dim=1), case["pred"])
+    assert torch.equal(frequency_matrix(case["pred"], labels, S, T), case["freq"])
+    assert torch.equal(frequency_matrix(logits, labels, S, T), case["freq"])
+    # the full pass, batch by batch as the official loader, then the gather
+    model = _identity_model(S, T)
+    batches = list(zip(logits.split(case["batch_size"]), labels.split(case["batch_size"])))
+    freq, mapping = model.frequency_mapping(batches)
+    assert torch.equal(freq, case["freq"]) and torch.equal(mapping, case["mapping"])
+    assert model.update_mapping(batches, epoch=0)
+    assert torch.equal(model(logits), case["mapped_logits"])
 
 
-@pytest.mark.parametrize("path", golden_params("ilmvp/freq_matrix*.pt"))
-def test_golden_missing_target_class_keeps_its_column_and_warns(path):
-    for case in load(path)["quirk_cases"]:
-        T, missing = case["intended_T"], case["missing_class"]
-        with pytest.warns(UserWarning, match=rf"target class\(es\) \[{missing}\] have no samples"):
-            freq = frequency_matrix(case["pred"], case["labels"], case["S"], T)
-        assert torch.equal(freq, case["freq_with_explicit_T"])
-        assert torch.equal(case["official_freq"], freq[:, : T - 1])  # the official bug drops the last column
-        model = ILMVP(FrozenClassifier(nn.Identity(), num_classes=case["S"]), nn.Identity(), T,
-                      class_names=["cat", "dog", "owl", "yak"])
-        with pytest.warns(UserWarning, match=r"\['owl'\]"):
-            model.frequency_mapping([(case["logits"], case["labels"])])
+@pytest.mark.parametrize("case", golden_cases("ilmvp/freq_matrix*.pt", key="quirk_cases"))
+def test_golden_missing_target_class_keeps_its_column_and_warns(case):
+    T, missing = case["intended_T"], case["missing_class"]
+    with pytest.warns(UserWarning, match=rf"target class\(es\) \[{missing}\] have no samples"):
+        freq = frequency_matrix(case["pred"], case["labels"], case["S"], T)
+    assert torch.equal(freq, case["freq_with_explicit_T"])
+    assert torch.equal(case["official_freq"], freq[:, : T - 1])  # the official bug drops the last column
+    names = [f"class{t}" for t in range(T)]
+    model = ILMVP(FrozenClassifier(nn.Identity(), num_classes=case["S"]), nn.Identity(), T, class_names=names)
+    with pytest.warns(UserWarning, match=rf"\['{names[missing]}'\]"):
+        freq, mapping = model.frequency_mapping([(case["logits"], case["labels"])])
+    assert torch.equal(freq, case["freq_with_explicit_T"])
+    assert torch.equal(mapping, greedy_label_mapping(case["freq_with_explicit_T"]))  # its own column, not shifted
 
 
-@pytest.mark.parametrize("path", golden_params("ilmvp/greedy_mapping*.pt"))
-def test_golden_greedy_mapping(path):
-    for case in load(path)["cases"]:
-        dist = case["dist"]
-        before = dist.clone()
-        mapping = greedy_label_mapping(dist)
-        assert torch.equal(mapping, case["mapping"]), case["name"]
-        assert torch.equal(dist, before), "the input matrix must not be modified"
-        assert torch.equal(mapping[case["pick_order"][:, 1]], case["pick_order"][:, 0]), case["name"]
-        assert int(dist[mapping, torch.arange(dist.shape[1])].sum()) == case["total_count"], case["name"]
-        # a non-contiguous input (the official code then assigns a single pair, quirk Q3) gives the same
-        assert torch.equal(greedy_label_mapping(dist.t().contiguous().t()), case["mapping"]), case["name"]
+@pytest.mark.parametrize("case", golden_cases("ilmvp/greedy_mapping*.pt"))
+def test_golden_greedy_mapping(case):
+    dist = case["dist"]
+    before = dist.clone()
+    mapping = greedy_label_mapping(dist)
+    assert torch.equal(mapping, case["mapping"])
+    assert torch.equal(dist, before), "the input matrix must not be modified"
+    assert torch.equal(mapping[case["pick_order"][:, 1]], case["pick_order"][:, 0])
+    assert int(dist[mapping, torch.arange(dist.shape[1])].sum()) == case["total_count"]
+    assert torch.equal(_greedy_loop(dist), case["mapping"])  # the plain loop the benchmark times agrees too
+    # a non-contiguous input (the official code then assigns a single pair, quirk Q3) gives the same
+    assert torch.equal(greedy_label_mapping(dist.t().contiguous().t()), case["mapping"])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -135,36 +150,35 @@ def test_mapping_modes_recompute_when_due():
 
 
 # ------------------------------------------------------------------------------------------ prompts
-@pytest.mark.parametrize("path", golden_params("ilmvp/expansive_prompt*.pt"))
-def test_golden_padding_prompt(path):
-    for case in load(path)["cases"]:
-        n = case["in_size"]
-        prompt = PaddingPrompt(n, case["out_size"], case["mean"], case["std"], case["center_mask"])
-        assert (prompt.l_pad, prompt.r_pad) == (case["l_pad"], case["r_pad"]), case["name"]
-        assert torch.equal(prompt.mask.bool(), case["mask"]) and int(prompt.mask.sum()) == case["mask_ones"]
-        with torch.no_grad():
-            prompt.prompt.copy_(case["program"])
-        out = prompt(case["x"])
-        torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-5, msg=case["name"])
-        (out * case["upstream_weight"]).sum().backward()
-        grad, want = prompt.prompt.grad, case["grad_program"]
-        torch.testing.assert_close(grad, want, rtol=0, atol=max(1e-5 * float(want.abs().max()), 1e-7), msg=case["name"])
-        assert bool((grad[~case["mask"]] == 0).all()), "the image window must get exactly zero gradient"
+@pytest.mark.parametrize("case", golden_cases("ilmvp/expansive_prompt*.pt"))
+def test_golden_padding_prompt(case):
+    n = case["in_size"]
+    prompt = PaddingPrompt(n, case["out_size"], case["mean"], case["std"], case["center_mask"])
+    assert (prompt.l_pad, prompt.r_pad) == (case["l_pad"], case["r_pad"])
+    assert torch.equal(prompt.mask.bool(), case["mask"]) and int(prompt.mask.sum()) == case["mask_ones"]
+    with torch.no_grad():
+        prompt.prompt.copy_(case["program"])
+    out = prompt(case["x"])
+    assert out.shape == (case["batch"], 3, case["out_size"], case["out_size"])
+    torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-5)
+    (out * case["upstream_weight"]).sum().backward()
+    grad, want = prompt.prompt.grad, case["grad_program"]
+    torch.testing.assert_close(grad, want, rtol=0, atol=max(1e-5 * float(want.abs().max()), 1e-7))
+    assert bool((grad[~case["mask"]] == 0).all()), "the image window must get exactly zero gradient"
 
 
-@pytest.mark.parametrize("path", golden_params("ilmvp/additive_prompt*.pt"))
-def test_golden_additive_prompt(path):
-    for case in load(path)["cases"]:
-        prompt = AdditivePrompt(case["size"], case["pad"])
-        assert torch.equal(prompt.mask.bool(), case["mask"]) and int(prompt.mask.sum()) == case["mask_ones"]
-        with torch.no_grad():
-            prompt.prompt.copy_(case["program"])
-        x = case["x"].clone()
-        out = prompt(x)
-        assert torch.equal(x, case["x"]) and out.data_ptr() != x.data_ptr(), "the input must stay untouched"
-        torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-6, msg=case["name"])
-        (out * case["grad_out"]).sum().backward()
-        torch.testing.assert_close(prompt.prompt.grad, case["grad_program"], rtol=0, atol=1e-6, msg=case["name"])
+@pytest.mark.parametrize("case", golden_cases("ilmvp/additive_prompt*.pt"))
+def test_golden_additive_prompt(case):
+    prompt = AdditivePrompt(case["size"], case["pad"])
+    assert torch.equal(prompt.mask.bool(), case["mask"]) and int(prompt.mask.sum()) == case["mask_ones"]
+    with torch.no_grad():
+        prompt.prompt.copy_(case["program"])
+    x = case["x"].clone()
+    out = prompt(x)
+    assert torch.equal(x, case["x"]) and out.data_ptr() != x.data_ptr(), "the input must stay untouched (Q6)"
+    torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-6)
+    (out * case["grad_out"]).sum().backward()
+    torch.testing.assert_close(prompt.prompt.grad, case["grad_program"], rtol=0, atol=1e-6)
 
 
 def test_prompt_errors():
@@ -184,38 +198,69 @@ def _tiny_clip():
 
 
 @pytest.mark.parametrize("path", golden_params("ilmvp/clip_text_prompt*.pt"))
-def test_golden_clip_text_prompt_selection(path):
+def test_golden_clip_text_table(path):
     from tinyprompt.tokenizer import tokenize
 
     data = load(path)
     assert list(ILM_TEMPLATES) == data["templates"]
     source = clip_text_source(_tiny_clip(), data["class_names"])
-    assert source.texts == data["texts"]
+    assert source.texts == data["texts"] and source.num_classes == 81 * len(data["class_names"])
     assert torch.equal(tokenize(source.texts), data["tokens"].long())
     torch.testing.assert_close(source.text_features, data["text_emb"], rtol=0, atol=1e-5)
     assert float(source.clip.logit_scale.exp()) == data["logit_scale"]
-    C, bs = len(data["class_names"]), data["loader_batch_size"]
-    for prefix in ("", "zero_prompt_"):
-        model = ILMVP(source, AdditivePrompt(data["image_resolution"], data["pad"]), C)
-        with torch.no_grad():
-            model.prompt.prompt.copy_(data[prefix + "program"] if prefix else data["program"])
-            features = source.clip.encode_image(model.prompt(data["x_train"]))
-            torch.testing.assert_close(F.normalize(features, dim=-1), data[prefix + "train_image_features"], rtol=0, atol=1e-5)
-            torch.testing.assert_close(model.source_logits(data["x_train"]), data[prefix + "train_logits"], rtol=0, atol=1e-4)
-            torch.testing.assert_close(model.source_logits(data["x_test"]), data[prefix + "test_logits"], rtol=0, atol=1e-4)
-        batches = list(zip(data["x_train"].split(bs), data["y_train"].split(bs)))
-        freq, mapping = model.frequency_mapping(batches)
-        assert torch.equal(freq, data[prefix + "freq"]) and torch.equal(mapping, data[prefix + "mapping"]), prefix
-        model.update_mapping(batches, epoch=0)
-        logits = model(data["x_train"])  # with gradients: the out-of-place normalisation works on CPU (Q8)
-        torch.testing.assert_close(logits, data[prefix + "train_mapped_logits"], rtol=0, atol=1e-4)
-        loss = F.cross_entropy(logits, data["y_train"])
-        assert abs(loss.item() - data[prefix + "train_loss"]) <= 1e-5 * data[prefix + "train_loss"]
-        loss.backward()
-        assert model.prompt.prompt.grad.abs().sum() > 0
-        assert all(p.grad is None for p in source.parameters()), "no gradient may reach CLIP"
-        torch.testing.assert_close(model(data["x_test"]), data[prefix + "test_mapped_logits"], rtol=0, atol=1e-4)
     assert not data["official_closure_backward_ok"] and "inplace" in data["official_closure_backward_error"]
+
+
+# "" = the stored random prompt; "zero_prompt_" = the official initial state (the epoch-0 mapping)
+@pytest.mark.parametrize("prefix", ["", "zero_prompt_"], ids=["prompted", "zero_prompt"])
+@pytest.mark.parametrize("path", golden_params("ilmvp/clip_text_prompt*.pt"))
+def test_golden_clip_text_prompt_selection(path, prefix):
+    data = load(path)
+    source = clip_text_source(_tiny_clip(), data["class_names"])
+    C, bs = len(data["class_names"]), data["loader_batch_size"]
+    model = ILMVP(source, AdditivePrompt(data["image_resolution"], data["pad"]), C)
+    with torch.no_grad():
+        model.prompt.prompt.copy_(data[prefix + "program"])
+        features = source.clip.encode_image(model.prompt(data["x_train"]))
+        torch.testing.assert_close(F.normalize(features, dim=-1), data[prefix + "train_image_features"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.source_logits(data["x_train"]), data[prefix + "train_logits"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(model.source_logits(data["x_test"]), data[prefix + "test_logits"], rtol=0, atol=1e-4)
+    batches = list(zip(data["x_train"].split(bs), data["y_train"].split(bs)))
+    freq, mapping = model.frequency_mapping(batches)
+    assert torch.equal(freq, data[prefix + "freq"]) and torch.equal(mapping, data[prefix + "mapping"])
+    assert model.update_mapping(batches, epoch=0) and torch.equal(model.mapping, data[prefix + "mapping"])
+    logits = model(data["x_train"])  # with gradients: the out-of-place normalisation works on CPU (Q8)
+    torch.testing.assert_close(logits, data[prefix + "train_mapped_logits"], rtol=0, atol=1e-4)
+    loss = F.cross_entropy(logits, data["y_train"])
+    assert abs(loss.item() - data[prefix + "train_loss"]) <= 1e-5 * data[prefix + "train_loss"]
+    loss.backward()
+    grad = model.prompt.prompt.grad
+    assert grad.abs().sum() > 0 and bool((grad[~model.prompt.mask.bool()] == 0).all())  # only the frame learns
+    assert all(p.grad is None for p in source.parameters()), "no gradient may reach CLIP"
+    torch.testing.assert_close(model(data["x_test"]), data[prefix + "test_mapped_logits"], rtol=0, atol=1e-4)
+
+
+@needs_tiny_vit
+def test_clip_zero_shot_source_over_a_source_label_set():
+    """CLIP as a plain frozen source: the zero-shot classifier of a source label set (not the target names)."""
+    from tinyprompt.zeroshot import zeroshot_classifier, zeroshot_logits
+
+    clip = _tiny_clip()
+    source_names = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead", "electric ray"]
+    weights = zeroshot_classifier(clip, source_names, list(ILM_TEMPLATES[:3]))  # (6, E) template ensemble
+    source = CLIPClassifier(clip, weights, source_names)
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(source(images), zeroshot_logits(clip, images, weights), rtol=0, atol=1e-4)
+    model = ILMVP(source, AdditivePrompt(32, 4), 3)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    freq, mapping = model.frequency_mapping([(images, labels)])
+    with torch.no_grad():
+        top1 = source(images).argmax(1)
+    assert torch.equal(freq, frequency_matrix(top1, labels, 6, 3)) and torch.equal(mapping, greedy_label_mapping(freq))
+    model.update_mapping([(images, labels)], epoch=0)
+    F.cross_entropy(model(images), labels).backward()
+    assert model.prompt.prompt.grad.abs().sum() > 0 and all(p.grad is None for p in clip.parameters())
 
 
 # ------------------------------------------------------------------------------ training trajectory
@@ -245,64 +290,63 @@ def _trajectory_model(case):
     return net, model
 
 
-@pytest.mark.parametrize("path", golden_params("ilmvp/train_trajectory*.pt"))
-def test_golden_training_trajectory_through_the_engine(path):
-    for case in load(path)["cases"]:
-        net, model = _trajectory_model(case)
-        x, y, name = case["x_train"], case["y_train"], case["name"]
-        config = TrainConfig(max_epoch=len(case["epoch_batches"]), optimizer="adam", lr=case["lr"],
-                             betas=tuple(case["betas"]), eps=case["eps"], weight_decay=case["weight_decay"],
-                             scheduler="multistep", warmup_epochs=0, milestones=tuple(case["milestones"]),
-                             gamma=case["gamma"], precision="fp32", log_every=1000)
-        assert config.milestones == (int(0.5 * case["epochs_total"]), int(0.72 * case["epochs_total"]))
-        mbs = case["mapping_batch_size"]
-        mapping_batches = list(zip(x.split(mbs), y.split(mbs)))
-        seen = {"mapping_epochs": [], "programs": [], "grads": [], "losses": [], "logits": []}
+@pytest.mark.parametrize("case", golden_cases("ilmvp/train_trajectory*.pt"))
+def test_golden_training_trajectory_through_the_engine(case):
+    net, model = _trajectory_model(case)
+    x, y, name = case["x_train"], case["y_train"], case["name"]
+    config = TrainConfig(max_epoch=len(case["epoch_batches"]), optimizer="adam", lr=case["lr"],
+                         betas=tuple(case["betas"]), eps=case["eps"], weight_decay=case["weight_decay"],
+                         scheduler="multistep", warmup_epochs=0, milestones=tuple(case["milestones"]),
+                         gamma=case["gamma"], precision="fp32", log_every=1000)
+    assert config.milestones == (int(0.5 * case["epochs_total"]), int(0.72 * case["epochs_total"]))
+    mbs = case["mapping_batch_size"]
+    mapping_batches = list(zip(x.split(mbs), y.split(mbs)))
+    seen = {"mapping_epochs": [], "programs": [], "grads": [], "losses": [], "logits": []}
 
-        def epoch_start(model, epoch):
-            if model.update_mapping(mapping_batches, epoch):
-                k = len(seen["mapping_epochs"])
-                seen["mapping_epochs"].append(epoch)
-                assert torch.equal(model.mapping, case["mappings"][k]), (name, epoch)
-                with torch.no_grad():
-                    logits = model.source_logits(x)
-                torch.testing.assert_close(logits, case["mapping_source_logits"][k], rtol=0, atol=1e-5)
-                assert torch.equal(frequency_matrix(logits, y, case["S"], case["T"]), case["freqs"][k])
+    def epoch_start(model, epoch):
+        if model.update_mapping(mapping_batches, epoch):
+            k = len(seen["mapping_epochs"])
+            seen["mapping_epochs"].append(epoch)
+            assert torch.equal(model.mapping, case["mappings"][k]), (name, epoch)
+            with torch.no_grad():
+                logits = model.source_logits(x)
+            torch.testing.assert_close(logits, case["mapping_source_logits"][k], rtol=0, atol=1e-5)
+            assert torch.equal(frequency_matrix(logits, y, case["S"], case["T"]), case["freqs"][k])
 
-        def loss_fn(model, batch, info):
-            if info.global_step:  # the previous step's gradient and update are still in place here
-                seen["grads"].append(model.prompt.prompt.grad.clone())
-                seen["programs"].append(model.prompt.prompt.detach().clone())
-            logits = model(batch[0])
-            seen["logits"].append(logits.detach())
-            loss = F.cross_entropy(logits, batch[1])
-            seen["losses"].append(loss.item())
-            assert lr_at(config, info.epoch, info.step) == pytest.approx(case["step_lr"][info.global_step])
-            assert info.epoch == case["step_epoch"][info.global_step]
-            return loss
+    def loss_fn(model, batch, info):
+        if info.global_step:  # the previous step's gradient and update are still in place here
+            seen["grads"].append(model.prompt.prompt.grad.clone())
+            seen["programs"].append(model.prompt.prompt.detach().clone())
+        logits = model(batch[0])
+        seen["logits"].append(logits.detach())
+        loss = F.cross_entropy(logits, batch[1])
+        seen["losses"].append(loss.item())
+        assert lr_at(config, info.epoch, info.step) == pytest.approx(case["step_lr"][info.global_step])
+        assert info.epoch == case["step_epoch"][info.global_step]
+        return loss
 
-        batches = lambda epoch: [(x[idx], y[idx]) for idx in case["epoch_batches"][epoch]]  # noqa: E731
-        train(model, loss_fn, batches, config, epoch_start_fn=epoch_start)
-        seen["grads"].append(model.prompt.prompt.grad.clone())
-        seen["programs"].append(model.prompt.prompt.detach().clone())
+    batches = lambda epoch: [(x[idx], y[idx]) for idx in case["epoch_batches"][epoch]]  # noqa: E731
+    train(model, loss_fn, batches, config, epoch_start_fn=epoch_start)
+    seen["grads"].append(model.prompt.prompt.grad.clone())
+    seen["programs"].append(model.prompt.prompt.detach().clone())
 
-        assert seen["mapping_epochs"] == case["mapping_epochs"], name
-        torch.testing.assert_close(torch.tensor(seen["losses"], dtype=torch.float64), case["losses"], rtol=1e-5, atol=0)
-        for got, want in zip(seen["logits"], case["step_mapped_logits"], strict=True):
-            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-        if case["grads"] is not None:
-            for got, want in zip(seen["grads"], case["grads"], strict=True):
-                torch.testing.assert_close(got, want, rtol=0, atol=max(1e-7, 1e-5 * float(want.abs().max())))
-        programs = torch.stack(seen["programs"])
-        torch.testing.assert_close(programs, case["programs"], rtol=0, atol=1e-4)
-        assert ((programs - case["programs"]).abs() <= 1e-6).float().mean() > 0.999, name
-        # frozen backbone: bit-identical weights and BN statistics, eval mode, no gradients; centre fixed
-        for key, value in case["source_net_state_dict"].items():
-            assert torch.equal(net.state_dict()[key], value), key
-        assert not net.training and all(p.grad is None for p in net.parameters())
-        window = ~model.prompt.mask.bool()
-        assert bool((model.prompt.prompt.grad[window] == 0).all())
-        assert torch.equal(model.prompt.prompt.detach()[window], case["program_init"][window])
+    assert seen["mapping_epochs"] == case["mapping_epochs"], name
+    torch.testing.assert_close(torch.tensor(seen["losses"], dtype=torch.float64), case["losses"], rtol=1e-5, atol=0)
+    for got, want in zip(seen["logits"], case["step_mapped_logits"], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    if case["grads"] is not None:
+        for got, want in zip(seen["grads"], case["grads"], strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=max(1e-7, 1e-5 * float(want.abs().max())))
+    programs = torch.stack(seen["programs"])
+    torch.testing.assert_close(programs, case["programs"], rtol=0, atol=1e-4)
+    assert ((programs - case["programs"]).abs() <= 1e-6).float().mean() > 0.999, name
+    # frozen backbone: bit-identical weights and BN statistics, eval mode, no gradients; centre fixed
+    for key, value in case["source_net_state_dict"].items():
+        assert torch.equal(net.state_dict()[key], value), key
+    assert not net.training and all(p.grad is None for p in net.parameters())
+    window = ~model.prompt.mask.bool()
+    assert bool((model.prompt.prompt.grad[window] == 0).all())
+    assert torch.equal(model.prompt.prompt.detach()[window], case["program_init"][window])
 
 
 # ---------------------------------------------------------------------------------- saved state
@@ -331,6 +375,56 @@ def test_prompt_state_dict_round_trip():
         model.train()
     assert model.training and not model.source.training and not net.training
 
+
+def test_any_callable_is_a_frozen_source():
+    weight = torch.randn(12, 3 * 8 * 8, generator=torch.Generator().manual_seed(0))
+    source = FrozenClassifier(lambda x: x.flatten(1) @ weight.t(), input_size=8)  # a plain function, not a module
+    assert source.num_classes == 12  # read from one probe forward
+    model = ILMVP(source, PaddingPrompt(5, 8), 3)
+    images = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    model.update_mapping([(images, torch.tensor([0, 1, 2, 0]))], epoch=0)
+    logits = model(images)
+    assert torch.equal(logits, (model.prompt(images).flatten(1) @ weight.t())[:, model.mapping])
+    logits.sum().backward()
+    grad, window = model.prompt.prompt.grad, ~model.prompt.mask.bool()
+    assert grad[~window].abs().min() > 0 and bool((grad[window] == 0).all())  # every frame pixel, no centre pixel
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt.prompt"]
+
+
+def test_flm_mapping_is_restored_by_a_resume(tmp_path):
+    """An interrupted FLM run resumes with the epoch-0 mapping from the checkpoint (not the placeholder, not a
+    recomputed one) and ends bit-identical to the uninterrupted run."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 20))
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.rand(12, 3, 10, 10, generator=g), torch.arange(12) % 4
+    batches = lambda epoch: list(zip(images.split(4), labels.split(4)))  # noqa: E731
+    loss_fn = lambda model, batch, info: F.cross_entropy(model(batch[0]), batch[1])  # noqa: E731
+    config = TrainConfig(max_epoch=3, optimizer="adam", lr=0.01, scheduler="constant", warmup_epochs=0,
+                         precision="fp32", log_every=1000)  # fmt: skip
+
+    def run(out, crash_at=None):
+        model = ILMVP(FrozenClassifier(net, 16), PaddingPrompt(10, 16), 4, ILMVPConfig("flm"))
+        recomputed = []
+
+        def epoch_start(model, epoch):
+            if epoch == crash_at:
+                raise KeyboardInterrupt  # killed after the checkpoint of epoch crash_at - 1
+            if model.update_mapping(batches(epoch), epoch):
+                recomputed.append(epoch)
+
+        train(model, loss_fn, batches, config, out_dir=out, resume=True, epoch_start_fn=epoch_start)
+        return model, recomputed
+
+    whole, recomputed = run(tmp_path / "whole")
+    assert recomputed == [0] and not torch.equal(whole.mapping, torch.arange(4))  # a real (non-placeholder) mapping
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", crash_at=1)
+    resumed, recomputed = run(tmp_path / "resumed")
+    assert recomputed == [] and torch.equal(resumed.mapping, whole.mapping)
+    assert torch.equal(resumed.prompt.prompt, whole.prompt.prompt)
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["prompt"]
+    assert torch.equal(saved["mapping"], whole.mapping) and torch.equal(saved["prompt"], whole.prompt.prompt.detach())
 
 
 def test_torchvision_source_is_optional_and_lazy(monkeypatch):
@@ -391,6 +485,23 @@ def test_cli_cnn_source_trains_saves_prompt_and_mapping(image_world, tmp_path):
     assert metrics["test"]["mapping"] == prompt["mapping"].tolist() and len(set(metrics["test"]["mapping"])) == 3
     assert metrics["test"]["top1"] * 6 / 100 == pytest.approx(round(metrics["test"]["top1"] * 6 / 100))  # whole images
     assert bool((prompt["prompt"][:, 8:24, 8:24] == 0).all()) and prompt["prompt"].abs().sum() > 0  # only the frame moves
+    config = checkpoint["config"]
+    official = ("adam", 0.01, "multistep", 0.0)
+    assert (config["optimizer"], config["lr"], config["scheduler"], config["weight_decay"]) == official
+    # the reported top-1 is the saved prompt + mapping's accuracy on the test images
+    from PIL import Image
+
+    from tinyprompt.data.splits import folder_items
+    from tinyprompt.recipes.ilmvp import ResizeToTensor
+
+    model = ILMVP(load_classifier(str(scripted), 32), PaddingPrompt(16, 32), 3)
+    model.load_prompt_state_dict(prompt)
+    items = folder_items(root / "test")
+    images = torch.stack([ResizeToTensor(16)(Image.open(item.path)) for item in items])
+    with torch.no_grad():
+        predictions = model(images).argmax(1)
+    top1 = 100 * (predictions == torch.tensor([item.label for item in items])).float().mean().item()
+    assert metrics["test"]["top1"] == pytest.approx(top1)
     # a finished run resumes to the same result
     assert _train("--source", scripted, "--data", root, "--image-size", "16", "--input-size", "32", "--out", out, "--resume") == 0
     assert torch.equal(torch.load(out / "prompt.pt", weights_only=True)["prompt"], prompt["prompt"])
@@ -411,10 +522,21 @@ def test_cli_clip_source_selects_one_text_per_class(image_world, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     lrs = [e["lr"] for e in metrics["epochs"]]
     assert lrs[0] == 40.0 and 0 < lrs[1] < 40.0  # cosine per iteration
+    config = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
+    official = ("sgd", 40.0, 0.9, "cosine_iter")
+    assert (config["optimizer"], config["lr"], config["momentum"], config["scheduler"]) == official
     mapping, texts = metrics["test"]["mapping"], metrics["test"]["mapping_texts"]
     assert len(mapping) == 3 and all(0 <= s < 81 * 3 for s in mapping)
     assert texts == [ILM_TEMPLATES[s // 3].format(["ant", "bee", "cat"][s % 3]) for s in mapping]
     assert torch.load(out / "prompt.pt", weights_only=True)["prompt"].shape == (3, 32, 32)
+
+
+def test_cli_official_defaults():
+    from tinyprompt.cli import build_parser
+
+    args = build_parser().parse_args(["train", "ilmvp", "--source", "clip:ViT-B/32", "--data", "d", "--out", "o"])
+    official = (200, 128, "ilm", 1, None, 30)  # lr None: per source kind (CNN Adam 0.01, CLIP SGD 40)
+    assert (args.epochs, args.batch_size, args.mapping, args.mapping_interval, args.lr, args.pad) == official
 
 
 def test_cli_bad_values(image_world, tmp_path):

@@ -39,6 +39,26 @@ needs_tiny_vit = pytest.mark.skipif(not (GOLDEN / "clip" / "clip_tiny_vit.pt").i
                                     reason=f"no tiny CLIP under {GOLDEN}/clip")  # fmt: skip
 
 
+def golden_entries(pattern: str, key: str):
+    """One pytest param (path, name) per entry of `data[key]` (a dict's keys, a list's indices) of every golden
+    file matching `pattern`, id `<file>-<name>`; golden_params' skipped param (with its reason) when absent."""
+    params = []
+    for param in golden_params(pattern):
+        path = param.values[0]
+        if path is None:
+            params.append(pytest.param(None, None, id=param.id, marks=param.marks))
+            continue
+        entries = load(path)[key]
+        names = list(entries) if isinstance(entries, dict) else range(len(entries))
+        params.extend(pytest.param(path, name, id=f"{path.stem}-{name}") for name in names)
+    return params
+
+
+def margin_of(variant: str):
+    assert variant in VARIANTS, f"golden margin variant {variant!r} has no POMPConfig.margin: add it to VARIANTS"
+    return VARIANTS[variant]
+
+
 def tiny_clip(seed=0):
     torch.manual_seed(seed)
     return CLIP(16, 32, 1, 64, 16, 77, 49408, 32, 2, 2).eval()  # text width 32, embed 16
@@ -65,13 +85,18 @@ def assert_logits_close(logits, expected, mask):
 
 
 # ----------------------------------------------------------------------------- golden: sampler
+@pytest.mark.parametrize("path, index", golden_entries("pomp/sampler.pt", "records"))
+def test_golden_official_sampler_record(path, index):
+    record = load(path)["records"][index]
+    sampler = NegativeSampler(record["N"], record["K"], record["seed"], mode="official")
+    draw = sampler(0)
+    assert torch.equal(draw, record["neg_ids"])
+    assert draw.unique().numel() == record["K"] - 1  # distinct, without replacement
+
+
 @pytest.mark.parametrize("path", golden_params("pomp/sampler.pt"))
-def test_golden_official_sampler(path):
-    case = load(path)
-    for record in case["records"]:
-        sampler = NegativeSampler(record["N"], record["K"], record["seed"], mode="official")
-        assert torch.equal(sampler(0), record["neg_ids"]), record
-    run = case["consecutive"]
+def test_golden_official_sampler_consecutive_steps(path):
+    run = load(path)["consecutive"]
     sampler = NegativeSampler(run["N"], run["K"], run["seed"], mode="official")
     assert all(torch.equal(sampler(t), expected) for t, expected in enumerate(run["steps"]))
     # a restart at step 2 (fresh sampler) replays the stream: the same draw as the uninterrupted run
@@ -80,8 +105,7 @@ def test_golden_official_sampler(path):
 
 # ----------------------------------------------------------------------------- golden: loss level
 @pytest.mark.parametrize("dedup", [True, False], ids=["dedup", "per_row"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("path", golden_params("pomp/loss_*.pt"))
+@pytest.mark.parametrize("path, variant", golden_entries("pomp/loss_*.pt", "variants"))
 def test_golden_loss(path, variant, dedup):
     case = load(path)
     expected = case["variants"][variant]
@@ -89,7 +113,11 @@ def test_golden_loss(path, variant, dedup):
     cols = sampled_columns(labels, neg_ids, dedup)
     assert torch.equal(cols.collisions, case["num_collisions"])
     assert torch.equal(cols.classes.unique(), expected["class_ids"])
-    margin = margins(VARIANTS[variant], case["N"], case["K"], cols.collisions)
+    assert torch.equal(torch.cat([labels, neg_ids]), case["label_upd"])
+    # the official text encoder gets B + K-1 rows; deduplicated, one row per distinct positive class
+    want_rows = case["text_encoder_rows"] if not dedup else labels.unique().numel() + case["K"] - 1
+    assert case["text_encoder_rows"] == case["B"] + case["K"] - 1 and cols.classes.numel() == want_rows
+    margin = margins(margin_of(variant), case["N"], case["K"], cols.collisions)
     torch.testing.assert_close(margin.double(), expected["margin"], atol=1e-6, rtol=0)
     # the official formulation (materialised logits) reproduces the stored logits and their gradient
     logits = official_logits(case["image_features"], case["text_features_pos"], case["text_features_neg"], labels,
@@ -121,8 +149,8 @@ def test_golden_loss(path, variant, dedup):
 # ----------------------------------------------------------------------------- golden: prompt + full step
 @needs_vocab
 @needs_tiny_vit
-@pytest.mark.parametrize("path", golden_params("pomp/prompt_*.pt"))
-def test_golden_prompt_step(path):
+@pytest.mark.parametrize("path, variant", golden_entries("pomp/prompt_*.pt", "variants"))
+def test_golden_prompt_step(path, variant):
     case = load(path)
     clip = golden_vit(case["logit_scale_log"] if case["logit_scale_overridden"] else None)
     torch.testing.assert_close(clip.logit_scale.exp(), case["logit_scale"], rtol=0, atol=0)
@@ -146,82 +174,103 @@ def test_golden_prompt_step(path):
     torch.testing.assert_close(F.normalize(image_features, dim=-1), case["image_features"], atol=1e-5, rtol=0)
     labels = case["labels_per_image"].repeat(case["n_views"])
     assert torch.equal(labels, case["labels"])
-    B = case["B"]
-    for variant, margin in VARIANTS.items():
-        expected = case["variants"][variant]
-        for options in ({"dedup": True}, {"dedup": False, "text_chunk": 3}):
-            pomp = model(margin=margin, **options)
-            loss = pomp.loss(image_features, labels, case["neg_ids"])
-            torch.testing.assert_close(loss.detach(), expected["loss"], rtol=1e-5, atol=1e-6)
-            loss.backward()
-            assert_grad_close(pomp.ctx.grad, expected["grad_ctx"])
-            assert all(p.grad is None for name, p in pomp.named_parameters() if name != "prompt.ctx")
-        with torch.no_grad():  # the official logits from tinyprompt's text features of the B + K-1 rows
-            text = F.normalize(pomp.prompt.prompts.encode(clip, pomp.ctx, case["label_upd"]), dim=-1)
-            torch.testing.assert_close(text, case["text_features_upd_norm"], atol=1e-5, rtol=0)
-            m = margins(margin, case["N"], case["K"], case["num_collisions"])
-            logits = official_logits(F.normalize(image_features, dim=-1), text[:B], text[B:], labels, case["neg_ids"],
-                                     clip.logit_scale.exp(), m)  # fmt: skip
-        assert_logits_close(logits, expected["logits"], case["mask"])
+    B, margin, expected = case["B"], margin_of(variant), case["variants"][variant]
+    assert case["text_encoder_rows"] == B + case["K"] - 1 and case["text_encoder_seq_len"] == 77
+    for options in ({"dedup": True}, {"dedup": False, "text_chunk": 3}):
+        pomp = model(margin=margin, **options)
+        loss = pomp.loss(image_features, labels, case["neg_ids"])
+        torch.testing.assert_close(loss.detach(), expected["loss"], rtol=1e-5, atol=1e-6)
+        loss.backward()
+        assert_grad_close(pomp.ctx.grad, expected["grad_ctx"])
+        assert all(p.grad is None for name, p in pomp.named_parameters() if name != "prompt.ctx")
+    # the official formulation from tinyprompt's text features of the B + K-1 rows: logits and row gradients
+    pomp = model(margin=margin)
+    raw = pomp.prompt.prompts.encode(clip, pomp.ctx, case["label_upd"])  # (B + K-1, E)
+    raw.retain_grad()
+    text = F.normalize(raw, dim=-1)
+    torch.testing.assert_close(text.detach(), case["text_features_upd_norm"], atol=1e-5, rtol=0)
+    m = margins(margin, case["N"], case["K"], case["num_collisions"])
+    logits = official_logits(F.normalize(image_features, dim=-1), text[:B], text[B:], labels, case["neg_ids"],
+                             clip.logit_scale.exp(), m)  # fmt: skip
+    assert_logits_close(logits.detach(), expected["logits"], case["mask"])
+    F.cross_entropy(logits, torch.zeros_like(labels)).backward()
+    assert_grad_close(raw.grad, expected["grad_text_features_upd"])
+    assert_grad_close(pomp.ctx.grad, expected["grad_ctx"])
 
 
 # ----------------------------------------------------------------------------- golden: degenerate cases
-@pytest.mark.parametrize("path", golden_params("pomp/degenerate_loss_*.pt"))
-def test_golden_all_classes_is_coop_loss_level(path):
+def degenerate_margin(run) -> str:
+    """The POMPConfig.margin of an official EPT run: the code's margin, or none without LOCAL_CORRECTION."""
+    return "official" if run["LOCAL_CORRECTION"] else "none"
+
+
+@pytest.mark.parametrize("path, tag", golden_entries("pomp/degenerate_loss_*.pt", "runs"))
+def test_golden_degenerate_loss_level(path, tag):
     case = load(path)
     runs, labels, n = case["runs"], case["labels"], case["N"]
+    run, coop = runs[tag], runs["coop"]
     scale = torch.tensor(case["logit_scale_log"], dtype=torch.float32).exp()
-    coop = runs["coop"]
-    # K = N + 1: the sampler draws every class, each row masks its own label, the official margin is 0
-    assert sorted(NegativeSampler(n, n + 1, seed=5)(0).tolist()) == list(range(n))
-    for tag, margin in (("pomp_all_classes", "official"), ("pomp_all_classes_no_correction", "none"),
-                        ("pomp_literal_K_eq_N", "official")):  # fmt: skip
-        run = runs[tag]
+    image = case["image_features_raw"].clone().requires_grad_()
+    classes = case["class_text_features_raw"].clone().requires_grad_()
+    if not run["EPT"]:  # the official CoOp path: s · cos over all N classes, cross-entropy on the labels
+        logits = scale * F.normalize(image, dim=-1) @ F.normalize(classes, dim=-1).t()
+        torch.testing.assert_close(logits.detach(), run["logits"], atol=1e-4, rtol=0)
+        loss = F.cross_entropy(logits, labels)
+    else:
+        assert run["UPDATE_CLASS_NUM"] == run["neg_ids"].numel() + 1
         cols = sampled_columns(labels, run["neg_ids"])
-        m = margins(margin, n, run["UPDATE_CLASS_NUM"], cols.collisions)
+        assert torch.equal(cols.collisions, run["num_collisions"])
+        m = margins(degenerate_margin(run), n, run["UPDATE_CLASS_NUM"], cols.collisions)
         torch.testing.assert_close(m.double(), run["margin"], atol=1e-6, rtol=0)
-        image = case["image_features_raw"].clone().requires_grad_()
-        classes = case["class_text_features_raw"].clone().requires_grad_()
         loss = pomp_loss(image, classes[cols.classes], cols, scale, m)
-        torch.testing.assert_close(loss.detach(), run["loss"], rtol=1e-5, atol=1e-6)
-        loss.backward()
-        assert_grad_close(image.grad, run["grad_image_features_raw"])
-        assert_grad_close(classes.grad, run["grad_class_text_features_raw"])
-        if tag == "pomp_literal_K_eq_N":  # one class missing from every row: not CoOp
-            assert run["dropped_class"] not in run["neg_ids"].tolist()
-            assert abs(loss.item() - coop["loss"].item()) > 1e-4
-        else:  # every class once per row, margin 0: CoOp's loss and gradients
-            torch.testing.assert_close(loss.detach(), coop["loss"], rtol=1e-5, atol=0)
-            assert_grad_close(image.grad, coop["grad_image_features_raw"], 1e-5)
-            assert_grad_close(classes.grad, coop["grad_class_text_features_raw"], 1e-5)
+    torch.testing.assert_close(loss.detach(), run["loss"], rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert_grad_close(image.grad, run["grad_image_features_raw"])
+    assert_grad_close(classes.grad, run["grad_class_text_features_raw"])
+    if tag == "pomp_literal_K_eq_N":  # one class missing from every row: not CoOp (quirk 4)
+        assert run["dropped_class"] not in run["neg_ids"].tolist()
+        assert abs(loss.item() - coop["loss"].item()) > 1e-4
+    elif run["EPT"]:  # K = N + 1 draws every class, each row masks its own label, margin 0: CoOp
+        assert sorted(run["neg_ids"].tolist()) == list(range(n)) and float(run["margin"].abs().max()) == 0
+        torch.testing.assert_close(loss.detach(), coop["loss"], rtol=1e-5, atol=0)
+        assert_grad_close(image.grad, coop["grad_image_features_raw"], 1e-5)
+        assert_grad_close(classes.grad, coop["grad_class_text_features_raw"], 1e-5)
+
+
+def test_sampler_with_k_n_plus_1_draws_every_class():
+    assert sorted(NegativeSampler(100, 101, seed=5)(0).tolist()) == list(range(100))
 
 
 @needs_vocab
 @needs_tiny_vit
-@pytest.mark.parametrize("path", golden_params("pomp/degenerate_tiny_vit.pt"))
-def test_golden_all_classes_is_coop_on_tiny_vit(path):
+@pytest.mark.parametrize("path, tag", golden_entries("pomp/degenerate_tiny_vit.pt", "runs"))
+def test_golden_degenerate_tiny_vit(path, tag):
     case = load(path)
-    clip, runs, n = golden_vit(), case["runs"], case["N"]
-    with torch.no_grad():
-        image_features = clip.encode_image(case["images"])
+    clip, runs, run = golden_vit(), case["runs"], case["runs"][tag]
     coop = CoOp(clip, case["classnames"], CoOpConfig(n_ctx=case["n_ctx"]))
     with torch.no_grad():
         coop.ctx.copy_(case["ctx"])
     coop_loss = F.cross_entropy(coop(case["images"]), case["labels"])
     coop_loss.backward()
     torch.testing.assert_close(coop_loss.detach(), runs["coop"]["loss"], rtol=1e-5, atol=0)
-    for tag in ("pomp_all_classes", "pomp_literal_K_eq_N"):
-        run = runs[tag]
-        pomp = POMP(clip, case["classnames"], POMPConfig(n_ctx=case["n_ctx"], k=run["UPDATE_CLASS_NUM"], margin="official"))
-        with torch.no_grad():
-            pomp.ctx.copy_(case["ctx"])
-        loss = pomp.loss(image_features, case["labels"], run["neg_ids"])
-        loss.backward()
-        torch.testing.assert_close(loss.detach(), run["loss"], rtol=1e-5, atol=1e-6)
-        assert_grad_close(pomp.ctx.grad, run["grad_ctx"])
-        if tag == "pomp_all_classes":
-            torch.testing.assert_close(loss.detach(), coop_loss.detach(), rtol=1e-5, atol=0)
-            assert_grad_close(pomp.ctx.grad, coop.ctx.grad, 1e-5)
+    assert_grad_close(coop.ctx.grad, runs["coop"]["grad_ctx"])
+    if not run["EPT"]:
+        return  # the CoOp run itself, checked above
+    with torch.no_grad():
+        image_features = clip.encode_image(case["images"])
+    config = POMPConfig(n_ctx=case["n_ctx"], k=run["UPDATE_CLASS_NUM"], margin=degenerate_margin(run))
+    pomp = POMP(clip, case["classnames"], config)
+    with torch.no_grad():
+        pomp.ctx.copy_(case["ctx"])
+    loss = pomp.loss(image_features, case["labels"], run["neg_ids"])
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), run["loss"], rtol=1e-5, atol=1e-6)
+    assert_grad_close(pomp.ctx.grad, run["grad_ctx"])
+    if tag == "pomp_literal_K_eq_N":
+        assert run["dropped_class"] not in run["neg_ids"].tolist() and abs(loss.item() - coop_loss.item()) > 1e-4
+    else:  # all classes, margin 0: CoOp's loss and context gradient
+        torch.testing.assert_close(loss.detach(), coop_loss.detach(), rtol=1e-5, atol=0)
+        assert_grad_close(pomp.ctx.grad, coop.ctx.grad, 1e-5)
 
 
 # ----------------------------------------------------------------------------- edge cases, sampler, config
@@ -240,6 +289,32 @@ def test_k2_collision_row_has_zero_loss_not_nan():
     torch.testing.assert_close(losses[0], losses[1] / 2)  # row 0 adds exactly 0 to the mean
     losses[0].backward()
     assert torch.isfinite(classes.grad).all() and image.grad[0].abs().sum() == 0  # row 0 trains nothing
+
+
+@needs_vocab
+def test_text_side_does_not_grow_with_n():
+    """A step encodes the P + K-1 prompts of its classes, in chunks of at most text_chunk rows, each only up to
+    its longest EOT: the same text-encoder work (so the same activation memory) for N = 8 and N = 3,000."""
+    labels, neg_ids = torch.tensor([0, 1, 1, 5, 0, 1]), torch.tensor([2, 5, 7, 3])  # P = 3 (0, 1, 5), K-1 = 4
+    features = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
+    work, losses, grads = {}, {}, {}
+    for n in (8, 3000):
+        clip = tiny_clip()
+        pomp = POMP(clip, NAMES + [f"thing {i}" for i in range(n - len(NAMES))], POMPConfig(n_ctx=4, k=5, text_chunk=2))
+        shapes = []  # (rows, positions) of every text-transformer block input: the activation sizes
+        record = lambda module, args, out: shapes.append(args[0].shape[:2])  # noqa: E731
+        hook = clip.transformer.resblocks[0].mlp.register_forward_hook(record)
+        loss = pomp.loss(features, labels, neg_ids)
+        work[n] = list(shapes)
+        loss.backward()
+        hook.remove()
+        losses[n], grads[n] = loss.detach(), pomp.ctx.grad
+    assert work[8] == work[3000]
+    own = [shape for shape in work[8] if shape != (1, 5)]  # (1, 5): a chunk's shared SOS + 4 context vectors
+    assert sum(rows for rows, _ in own) == 6  # classes {0, 1, 5} + {2, 5, 7, 3}, each encoded once
+    assert max(rows for rows, _ in own) <= 2 and max(length for _, length in own) < 20  # chunked, truncated at EOT
+    # the margin depends on N (so the loss does), the text work does not
+    assert not torch.equal(losses[8], losses[3000]) and torch.isfinite(grads[3000]).all()
 
 
 def test_sampler_per_step_and_per_rank():
@@ -413,6 +488,11 @@ def test_train_eval_export_end_to_end(tmp_path):
                  "--views-per-step", "2", "--batch-size", "4", "--text-chunk", "2", "--device", "cpu"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["steps"] for e in metrics["epochs"]] == [2, 2] and [e["lr"] for e in metrics["epochs"]] == [1e-5, 0.002]
+    config = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
+    assert {k: config[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "scheduler", "warmup_epochs",
+                                   "warmup_lr", "batch_size")} == \
+        {"optimizer": "sgd", "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "cosine",
+         "warmup_epochs": 1, "warmup_lr": 1e-5, "batch_size": 4}  # fmt: skip
     state = torch.load(out / "prompt.pt", weights_only=True)
     assert state["method"] == "pomp" and state["ctx"].shape == (4, 64) and state["config"]["margin"] == "official"
     assert state["classnames"] == ["golden retriever", "tabby cat", "kite", "sea lion"]
@@ -449,6 +529,17 @@ def test_train_eval_export_end_to_end(tmp_path):
               "--out", str(tmp_path / "emb.txt")])  # fmt: skip
     with pytest.raises(ValueError, match="--k 9 needs at least 8 classes"):
         main(["train", "pomp", "--model", str(model), "--data", str(root), "--out", str(tmp_path / "bad"), "--k", "9"])
+
+
+def test_train_pomp_official_defaults():
+    from tinyprompt.cli import build_parser
+    from tinyprompt.recipes.pomp import EPOCHS_BY_N_CTX
+
+    args = build_parser().parse_args(["train", "pomp", "--model", "ViT-B/16", "--data", "d", "--out", "o"])
+    official = (16, 1000, "paper", 16, 32, 4, 0.002, 0.9, 5e-4, 1, 1e-5)
+    assert (args.n_ctx, args.k, args.margin, args.shots, args.batch_size, args.views_per_step, args.lr, args.momentum,
+            args.weight_decay, args.warmup_epochs, args.warmup_lr) == official  # fmt: skip
+    assert args.epochs is None and EPOCHS_BY_N_CTX == {4: 5, 16: 20}  # n_ctx 16: 20 epochs, n_ctx 4: 5
 
 
 if __name__ == "__main__":  # the DDP worker: torchrun --nproc-per-node 2 test_pomp.py OUT

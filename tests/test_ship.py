@@ -193,18 +193,36 @@ def test_golden_coop_step(path):
         assert all(p.grad is None for p in generator.parameters())
 
 
+def protocol_splits():
+    """One pytest param (path, split) per split of every protocol file (id `n<count>`, and the quirk case)."""
+    params = []
+    for param in golden_params("ship/ship_protocol.pt"):
+        path = param.values[0]
+        if path is None:
+            params.append(pytest.param(None, None, id=param.id, marks=param.marks))
+            continue
+        case = load(path)
+        params.extend(pytest.param(path, split, id=f"{path.stem}-n{split['n']}") for split in case["splits"])
+        quirk = case["split_quirk_missing_train_label"]
+        params.append(pytest.param(path, quirk, id=f"{path.stem}-n{quirk['n']}_missing_train_label"))
+    return params
+
+
+@pytest.mark.parametrize("path, split", protocol_splits())
+def test_golden_split_rule(path, split):
+    present = [label for label in range(split["n"]) if label not in split.get("missing_in_train", [])]
+    random.Random(split["n"]).shuffle(present)  # the order of the train list does not matter
+    base, new = split_base_new(present)
+    assert (base, new) == (split["base_labels"], split["new_labels"])
+    assert (len(base), len(new)) == (split["n_base"], split["n_new"])
+    items = [Item(f"{label}.png", label, str(label)) for label in sorted(present)]
+    assert [i.label for i in relabel(items, base)] == split["base_relabelled"]
+    assert [i.label for i in relabel(items, new)] == split["new_relabelled"]
+
+
 @pytest.mark.parametrize("path", golden_params("ship/ship_protocol.pt"))
 def test_golden_protocol(path):
     case = load(path)
-    for split in case["splits"] + [case["split_quirk_missing_train_label"]]:
-        present = [label for label in range(split["n"]) if label not in split.get("missing_in_train", [])]
-        random.Random(split["n"]).shuffle(present)  # the order of the train list does not matter
-        base, new = split_base_new(present)
-        assert (base, new) == (split["base_labels"], split["new_labels"]), split["n"]
-        assert (len(base), len(new)) == (split["n_base"], split["n_new"])
-        items = [Item(f"{label}.png", label, str(label)) for label in sorted(present)]
-        assert [i.label for i in relabel(items, base)] == split["base_relabelled"]
-        assert [i.label for i in relabel(items, new)] == split["new_relabelled"]
     for dataset in case["datasets"]:
         base, new = split_base_new(range(dataset["n_classes"]))
         assert (len(base), len(new)) == (dataset["n_base"], dataset["n_new"]), dataset["name"]
@@ -320,6 +338,19 @@ def test_train_ship_base_to_new_then_eval(world, tmp_path):
     assert all((out / "generator" / f"generator_epoch{e}.pt").is_file() for e in (1, 2))
     finetune_log = json.loads((out / "finetune_epoch2" / "metrics.json").read_text())
     assert [e["steps"] for e in finetune_log["epochs"]] == [2, 2]
+    # the official optimisation of the 10-dataset script: AdamW 1e-3 (wd 0.01) for the generator, then SGD 2e-3
+    # without momentum or weight decay, cosine per iteration, for CoOp
+    assert [e["lr"] for e in generator_log["epochs"]] == [1e-3, 1e-3]
+    assert finetune_log["epochs"][0]["lr"] == 2e-3 and 0 < finetune_log["epochs"][1]["lr"] < 2e-3
+    stage_configs = {name: torch.load(out / name / "checkpoint.pt", weights_only=True)["config"]
+                     for name in ("generator", "finetune_epoch1")}  # fmt: skip
+    assert {k: stage_configs["generator"][k] for k in ("optimizer", "lr", "weight_decay", "scheduler")} == \
+        {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "scheduler": "constant"}  # fmt: skip
+    fine = stage_configs["finetune_epoch1"]
+    assert {k: fine[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "scheduler")} == \
+        {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.0, "weight_decay": 0.0, "scheduler": "cosine_iter"}  # fmt: skip
+    snapshot = torch.load(out / "generator" / "generator_epoch2.pt", weights_only=True)
+    assert snapshot["method"] == "ship" and snapshot["config"]["variant"] == "default"
     prompt = torch.load(out / "prompt.pt", weights_only=True)
     chosen = torch.load(Path(best["out"]) / "best.pt", weights_only=True)
     assert prompt["method"] == "coop" and prompt["classnames"] == CLASSES and torch.equal(prompt["ctx"], chosen["ctx"])
@@ -335,14 +366,36 @@ def test_train_ship_base_to_new_then_eval(world, tmp_path):
     assert json.loads(result.read_text())["top1"] == pytest.approx(metrics["new"])
 
 
+def test_train_ship_official_defaults():
+    from tinyprompt.cli import build_parser
+    from tinyprompt.recipes.ship import SETTINGS
+
+    args = build_parser().parse_args(["train", "ship", "--model", "ViT-B/16", "--data", "d", "--out", "o"])
+    assert (args.shots, args.seed, args.vae_batch_size, args.vae_lr, args.batch_size, args.finetune_every) == \
+        (16, 1, 256, 1e-3, 256, 10)  # fmt: skip
+    assert (args.vae_epochs, args.epochs, args.lr, args.variant) == (None, None, None, "auto")  # from the variant
+    assert {k: SETTINGS["default"][k] for k in ("vae_epochs", "epochs")} == {"vae_epochs": 50, "epochs": 200}
+    assert SETTINGS["default"]["finetune"] == {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.0, "weight_decay": 0.0}
+    assert {k: SETTINGS["imagenet"][k] for k in ("vae_epochs", "epochs")} == {"vae_epochs": 10, "epochs": 20}
+    assert SETTINGS["imagenet"]["finetune"] == {"optimizer": "adamw", "lr": 1e-3, "eps": 1e-4, "weight_decay": 0.01}
+
+
 @needs_vocab
 @pytest.mark.skipif(not (GOLDEN / "clip" / "clip_tiny_vit.pt").is_file(), reason=f"no tiny CLIP under {GOLDEN}/clip")
-def test_train_ship_cross_dataset(world, tmp_path):
+def test_train_ship_cross_dataset_imagenet_variant(world, tmp_path):
     model, root = world
     out = tmp_path / "cross"
-    assert main(ship_args(world, out, "--eval-data", str(root / "other"), "--select", "base", "--vae-epochs", "1")) == 0
+    assert main(ship_args(world, out, "--eval-data", str(root / "other"), "--select", "base", "--vae-epochs", "1",
+                          "--variant", "imagenet")) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["protocol"] == "cross-dataset"
+    assert metrics["protocol"] == "cross-dataset" and metrics["variant"] == "imagenet"
+    snapshot = torch.load(out / "generator" / "generator_epoch1.pt", weights_only=True)
+    assert snapshot["config"]["variant"] == "imagenet"
+    for part in ("encoder", "decoder"):  # hidden 8 D (D = 32): the ImageNet script's wider encoder
+        assert snapshot[part]["net.0.weight"].shape == (8 * 32, 32)
+    fine = torch.load(out / "finetune_epoch1" / "checkpoint.pt", weights_only=True)["config"]
+    assert {k: fine[k] for k in ("optimizer", "lr", "eps", "weight_decay", "scheduler")} == \
+        {"optimizer": "adamw", "lr": 1e-3, "eps": 1e-4, "weight_decay": 0.01, "scheduler": "cosine_iter"}  # fmt: skip
     assert metrics["classes"] == {"base": CLASSES, "new": OTHER}
     assert metrics["selection"]["metric"] == "val_base" and len(metrics["selection"]["runs"]) == 1
     assert metrics["test"]["selected"]["new"] * 6 / 100 == pytest.approx(round(metrics["test"]["selected"]["new"] * 6 / 100))
