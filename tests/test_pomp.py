@@ -294,22 +294,31 @@ def test_k2_collision_row_has_zero_loss_not_nan():
 @needs_vocab
 def test_text_side_does_not_grow_with_n():
     """A step encodes the P + K-1 prompts of its classes, in chunks of at most text_chunk rows, each only up to
-    its longest EOT: the same text-encoder work (so the same activation memory) for N = 8 and N = 3,000."""
+    its longest EOT: the same text-encoder work (so the same activation memory) for N = 8 and N = 3,000.
+    What is held for all N classes is their token ids (integers, O(N * L)), never an (N, L, width) float
+    table of token embeddings: those are looked up per chunk, the same lookups for any N."""
     labels, neg_ids = torch.tensor([0, 1, 1, 5, 0, 1]), torch.tensor([2, 5, 7, 3])  # P = 3 (0, 1, 5), K-1 = 4
     features = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
-    work, losses, grads = {}, {}, {}
+    work, lookups, losses, grads = {}, {}, {}, {}
     for n in (8, 3000):
         clip = tiny_clip()
         pomp = POMP(clip, NAMES + [f"thing {i}" for i in range(n - len(NAMES))], POMPConfig(n_ctx=4, k=5, text_chunk=2))
-        shapes = []  # (rows, positions) of every text-transformer block input: the activation sizes
+        buffers = [b for b in pomp.buffers() if not any(b is c for c in clip.buffers())]  # POMP's own, not CLIP's
+        assert buffers and all(not b.is_floating_point() for b in buffers)
+        assert sum(b.numel() * b.element_size() for b in buffers) < n * pomp.prompt.prompts.length * 8
+        shapes, lookups[n] = [], []  # (rows, positions) of every text-transformer block input: the activation sizes
         record = lambda module, args, out: shapes.append(args[0].shape[:2])  # noqa: E731
-        hook = clip.transformer.resblocks[0].mlp.register_forward_hook(record)
+        lookup = lambda module, args, out: lookups[n].append(out.shape)  # noqa: E731  (rows, positions, width)
+        hooks = [clip.transformer.resblocks[0].mlp.register_forward_hook(record),
+                 clip.token_embedding.register_forward_hook(lookup)]  # fmt: skip
         loss = pomp.loss(features, labels, neg_ids)
         work[n] = list(shapes)
         loss.backward()
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         losses[n], grads[n] = loss.detach(), pomp.ctx.grad
-    assert work[8] == work[3000]
+    assert work[8] == work[3000] and lookups[8] == lookups[3000]
+    assert max(rows for rows, _, _ in lookups[3000]) <= 2  # fixed embeddings of one chunk at a time
     own = [shape for shape in work[8] if shape != (1, 5)]  # (1, 5): a chunk's shared SOS + 4 context vectors
     assert sum(rows for rows, _ in own) == 6  # classes {0, 1, 5} + {2, 5, 7, 3}, each encoded once
     assert max(rows for rows, _ in own) <= 2 and max(length for _, length in own) < 20  # chunked, truncated at EOT

@@ -81,8 +81,56 @@ def test_placeholder_text_and_truncated_buffers(clip):
     prompts = ClassPrompts(clip, NAMES, 4)
     assert torch.equal(prompts.tokens, tokenize([f"X X X X {n.replace('_', ' ')}." for n in NAMES]))
     longest = int(prompts.tokens.argmax(-1).max()) + 1
-    assert prompts.token_embeds.shape == (len(NAMES), longest, 32)  # only positions that can matter
-    assert not any(name in dict(prompts.state_dict()) for name in ("tokens", "token_embeds", "layout"))  # non-persistent
+    assert prompts.token_ids.shape == (len(NAMES), longest) == (len(NAMES), prompts.length)  # positions that can matter
+    # non-persistent, and CLIP's token embedding is referenced, not owned: nothing to save, no parameters
+    assert not prompts.state_dict() and not list(prompts.parameters())
+
+
+def full_table_prompts(clip, prompts, ctx, idx):
+    """The previous formulation, by hand: an (n_cls, L, width) table of ALL classes' token embeddings,
+    indexed by class, with the context spliced in at the class token position."""
+    table = clip.token_embedding(prompts.tokens[:, : prompts.length])  # (n_cls, L, width)
+    n, a = prompts.n_ctx, prompts.ctx_before_name
+    rows = []
+    for r, i in enumerate(idx.tolist()):
+        c, name_len = (ctx if ctx.dim() == 2 else ctx[r]), prompts.name_lens[i]
+        name, rest = table[i, 1 + n : 1 + n + name_len], table[i, 1 + n + name_len :]
+        rows.append(torch.cat([table[i, :1], c[:a], name, c[a:], rest]))
+    return torch.stack(rows)  # (R, L, width)
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_buffers_are_ids_not_embeddings_and_encoding_is_unchanged(clip, position, monkeypatch):
+    """ClassPrompts holds (n_cls, L) integer ids, not an (n_cls, L, width) float table: its memory is O(N * L)
+    integers, and the fixed embeddings are looked up per encoded chunk. Same prompts and features, bit for bit."""
+    n = 3000
+    names = NAMES + [" ".join(["thing"] * (1 + i % 3)) + f" {i}" for i in range(n - len(NAMES))]  # lengths vary
+    prompts = ClassPrompts(clip, names, 3, position=position, chunk_size=4)  # odd n_ctx: middle splits 1 + 2
+    buffers = dict(prompts.named_buffers())
+    assert all(not b.is_floating_point() for b in buffers.values()), {k: b.dtype for k, b in buffers.items()}
+    total = sum(b.numel() * b.element_size() for b in buffers.values())
+    assert total < n * prompts.length * 8  # int32 ids + per-class EOT and name length; a table is n * L * 32 * 4
+    idx = torch.tensor([2999, 4, 17, 4, 1500, 0, 6, 2048, 333])  # a POMP-like subset, one class repeated
+    g = torch.Generator().manual_seed(3)
+    for ctx in (torch.randn(3, 32, generator=g), torch.randn(len(idx), 3, 32, generator=g)):  # shared, per row
+        ctx.requires_grad_()
+        assert torch.equal(prompts.assemble(ctx, idx), full_table_prompts(clip, prompts, ctx, idx))
+        lookups = []  # rows and positions of every token-embedding lookup: one chunk at a time
+        hook = clip.token_embedding.register_forward_hook(lambda m, args, out: lookups.append(args[0].shape))
+        out = prompts.encode(clip, ctx, idx)
+        hook.remove()
+        assert lookups and all(rows <= 4 and length <= prompts.length for rows, length in lookups)
+        # the previous formulation: the same encoding, its fixed part indexed from the full table
+        table = clip.token_embedding(prompts.tokens[:, : prompts.length])
+        with monkeypatch.context() as patch:
+            patch.setattr(prompts, "_fixed", lambda embedding, rows, length: table[rows, :length])
+            ref = prompts.encode(clip, ctx, idx)
+        cot = torch.randn(out.shape, generator=g)
+        grad, ref_grad = (torch.autograd.grad((o * cot).sum(), ctx)[0] for o in (out, ref))
+        assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
+    # the ids move with the module (CLIP's weights move with CLIP: the methods hold both)
+    moved = prompts.to("meta")
+    assert all(b.device.type == "meta" for b in moved.buffers()) and clip.token_embedding.weight.device.type == "cpu"
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])

@@ -127,7 +127,7 @@ def _prompt_learner_cases(data):
         assert torch.equal(model.prompts.tokens.cpu(), data["tokenized_prompts"])
         assert model.prompts.eot_index.tolist() == data["eot_index"].tolist()
         assert model.prompts.name_lens == list(data["name_lens"])
-        length = model.prompts.token_embeds.shape[1]
+        length = model.prompts.length
         _close(model.prompts.assemble(model.ctx_global.detach()), data["prompts_global"][:, :length], 0.0)
         _close(model.prompts.assemble(model.ctx_local.detach()), data["prompts_local"][:, :length], 0.0)
         emb_g, emb_l = model.class_embeddings()

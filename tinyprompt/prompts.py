@@ -12,9 +12,15 @@ feature of class c is CLIP's text transformer on prompt_c, pooled at the EOT pos
 
 This file has the pieces, with no method-specific parameters (methods own their ctx tensors):
 - `random_context` / `context_from_words`: CoOp's two initialisations (with its word-count quirk);
-- `ClassPrompts`: the fixed token embeddings of the class sentences (non-persistent buffers), the
-  assembly of prompts for any subset of classes with a shared context (CoOp, TaI-DPT's two contexts,
-  POMP) or one context per row (class-specific CoOp, SHIP's per-sample bias), and their encoding.
+- `ClassPrompts`: the token ids of the class sentences (non-persistent integer buffers), the assembly
+  of prompts for any subset of classes with a shared context (CoOp, TaI-DPT's two contexts, POMP) or
+  one context per row (class-specific CoOp, SHIP's per-sample bias), and their encoding.
+
+No table of token embeddings is held: the frozen `clip.token_embedding` is looked up on the ids of the
+rows being assembled, one chunk at a time (a lookup copies rows, so the prompts are the same bits). A
+table of all classes, (n_cls, L, width) fp32, grew with the label space although a step encodes only
+its own ~1,000 rows: 551 MiB for POMP's 10,450 names at width 512 (L = 27), 1.1 GiB for ImageNet-21K's
+21,843. The buffers are now integers, O(n_cls * L): 1.2 MiB at 10,450 names.
 
 Encoding is exact and cheaper than the official code, which runs all 77 positions of every prompt:
 - EOT truncation: the transformer is causal and pools at the EOT, so positions after the longest EOT
@@ -71,8 +77,9 @@ class ClassPrompts(nn.Module):
 
     `placeholder` is the text standing where the context goes ("X X ... X" for a random init, the
     init phrase for a word init); its first `n_ctx` tokens are replaced by the context. Buffers (never
-    saved: they follow from the class names): `tokens` (n_cls, 77) ids, `eot_index` (n_cls,),
-    `token_embeds` (n_cls, L, width) with L = the longest prompt (77 with `full_length`), `layout`.
+    saved: they follow from the class names), integers only, O(n_cls * L): `token_ids` (n_cls, L) int32
+    with L = the longest prompt (77 with `full_length`), `eot_index` (n_cls,), `name_length` (n_cls,).
+    The fixed embeddings are CLIP's frozen `token_embedding` of a chunk's ids, looked up when it is encoded.
     """
 
     def __init__(self, clip, classnames, n_ctx: int, placeholder: str | None = None, position: str = "end",
@@ -86,6 +93,8 @@ class ClassPrompts(nn.Module):
             raise ValueError(f"chunk_size must be >= 0 (0 = all prompts in one pass), got {chunk_size}")
         self.n_cls, self.n_ctx, self.position = len(classnames), n_ctx, position
         self.chunk_size, self.checkpoint, self.share_prefix, self.full_length = chunk_size, checkpoint, share_prefix, full_length
+        # context vectors before the class tokens; an odd "middle" puts the shorter half first, as CoOp
+        self.ctx_before_name = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]
         placeholder = " ".join(["X"] * n_ctx) if placeholder is None else placeholder
         names = [name.replace("_", " ") for name in classnames]  # CoOp: "golden_retriever" -> "golden retriever"
         # the official rule: the name's token count measured ALONE, without the trailing "." (which can
@@ -96,64 +105,84 @@ class ClassPrompts(nn.Module):
         eot = first_eot(tokens)
         # positions that can ever be read: up to the longest EOT (and the class chunk, for odd names)
         keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(self.name_lens)) + 1)
+        self.context_length = tokens.shape[1]
         device = clip.token_embedding.weight.device
-        with torch.no_grad():
-            embeds = clip.token_embedding(tokens[:, :keep].to(device))  # (n_cls, L, width)
-        self.register_buffer("tokens", tokens.to(device), persistent=False)
+        # int32 ids (CLIP's vocabulary is 49,408): 4 bytes a position instead of `width` fp32 embeddings
+        self.register_buffer("token_ids", tokens[:, :keep].to(device, torch.int32), persistent=False)
         self.register_buffer("eot_index", eot.to(device), persistent=False)
-        self.register_buffer("token_embeds", embeds, persistent=False)
-        self.register_buffer("layout", self._layout(keep).to(device), persistent=False)
+        name_length = torch.tensor(self.name_lens, dtype=torch.int32, device=device)
+        self.register_buffer("name_length", name_length, persistent=False)
+        # a reference, not a submodule: the weights stay CLIP's (saved, moved and frozen with it), for `assemble`
+        # called without a model; `encode` looks up in the model it is given
+        self.__dict__["_token_embedding"] = clip.token_embedding
 
-    def _layout(self, length: int) -> torch.Tensor:
-        """(n_cls, L) source of every prompt position in cat([ctx (n_ctx), fixed embeddings (L)]).
+    @property
+    def length(self) -> int:
+        """L, the prompt positions kept: up to the longest EOT (and class chunk), 77 with `full_length`."""
+        return self.token_ids.shape[1]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(n_cls, context_length) int64 ids of the class sentences, as `tokenize` gives them.
+
+        Positions from L on are after every EOT, so they are the tokenizer's zero padding.
+        """
+        return F.pad(self.token_ids.long(), (0, self.context_length - self.length))
+
+    def _fixed(self, embedding, idx, length: int) -> torch.Tensor:
+        """(R, length, width) frozen token embeddings of the rows `idx`: no grad, as CLIP's table is fixed."""
+        with torch.no_grad():
+            return embedding(self.token_ids[idx, :length])
+
+    def _layout(self, name_length: torch.Tensor, length: int) -> torch.Tensor:
+        """(R, length) source of every prompt position in cat([ctx (n_ctx), fixed embeddings (L)]).
 
         The fixed sentence is [SOS][X * n_ctx][name][rest]; index k < n_ctx is ctx_k, n_ctx + q is fixed q.
+        With a = `ctx_before_name` and a row's name length l, prompt position q is SOS (q = 0), ctx_{q-1}
+        (q <= a), name token q-a-1 (q <= a + l), ctx_{q-l-1} (q <= n_ctx + l), else fixed q (".", EOT,
+        padding). Built for the rows of one chunk, from their name lengths (R,).
         """
-        n = self.n_ctx
-        rows = []
-        for name_len in self.name_lens:
-            sos, ctx = [n], list(range(n))
-            name = list(range(2 * n + 1, 2 * n + 1 + name_len))  # fixed positions n+1 .. n+name_len
-            rest = list(range(2 * n + 1 + name_len, n + length))  # ".", EOT, padding
-            if self.position == "end":
-                row = sos + ctx + name + rest
-            elif self.position == "middle":  # odd n_ctx: the first half is the shorter one, as CoOp
-                row = sos + ctx[: n // 2] + name + ctx[n // 2 :] + rest
-            else:
-                row = sos + name + ctx + rest
-            rows.append(row[:length])
-        return torch.tensor(rows, dtype=torch.long)
+        n, a = self.n_ctx, self.ctx_before_name
+        q = torch.arange(length, device=name_length.device)  # (L,)
+        name = name_length.long()[:, None]  # (R, 1)
+        source = (n + q).expand(name.shape[0], length)  # fixed q
+        source = torch.where(q <= n + name, q - name - 1, source)  # context after the name (none at the "end")
+        source = torch.where(q <= a + name, 2 * n + 1 + (q - a - 1), source)  # name token q-a-1 is fixed n+1+(q-a-1)
+        source = torch.where(q <= a, q - 1, source)  # context before the name
+        return torch.where(q == 0, n, source)  # SOS is fixed 0
 
-    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None):
+    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None, clip=None):
         """Prompt embeddings (R, length, width) of the classes `class_idx` (default: all, R = n_cls).
 
         ctx: (n_ctx, width) shared by all rows, or (R, n_ctx, width) one per row (class-specific
         contexts indexed by the caller, or SHIP's per-sample contexts). length: default all kept positions.
+        clip: the model whose token embedding gives the fixed part (default: the one these prompts were built with).
         """
-        idx = torch.arange(self.n_cls, device=self.layout.device) if class_idx is None else class_idx
-        length = self.token_embeds.shape[1] if length is None else length
-        rows, width = idx.shape[0], self.token_embeds.shape[-1]
+        idx = torch.arange(self.n_cls, device=self.token_ids.device) if class_idx is None else class_idx
+        length = self.length if length is None else length
+        embedding = self._token_embedding if clip is None else clip.token_embedding
+        rows, width = idx.shape[0], embedding.weight.shape[-1]
         if ctx.shape[-2:] != (self.n_ctx, width) or ctx.dim() not in (2, 3) or (ctx.dim() == 3 and ctx.shape[0] != rows):
             raise ValueError(
                 f"ctx must be ({self.n_ctx}, {width}) shared or ({rows}, {self.n_ctx}, {width}) per prompt, "
                 f"got {tuple(ctx.shape)}"
             )
-        fixed = self.token_embeds[idx, :length]  # (R, L, width)
+        fixed = self._fixed(embedding, idx, length)  # (R, L, width): only these rows are ever looked up
         ctx = ctx.to(fixed.dtype).expand(rows, self.n_ctx, width)
         sequence = torch.cat([ctx, fixed], dim=1)  # (R, n_ctx + L, width)
-        source = self.layout[idx, :length, None].expand(rows, length, width)
+        source = self._layout(self.name_length[idx], length)[..., None].expand(rows, length, width)
         return sequence.gather(1, source)  # (R, L, width): copies, so prompts are exact
 
     def shared_prefix_length(self, ctx: torch.Tensor) -> int:
         """Leading positions identical in every prompt: SOS plus the context before the class tokens."""
         if ctx.dim() != 2:
             return 1  # per-row contexts: only SOS is shared
-        return 1 + {"end": self.n_ctx, "middle": self.n_ctx // 2, "front": 0}[self.position]
+        return 1 + self.ctx_before_name
 
     def encode(self, clip, ctx: torch.Tensor, class_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Text features (R, E), unnormalised, of the prompts of `class_idx` (default all) with `ctx`."""
         if class_idx is None:
-            class_idx = torch.arange(self.n_cls, device=self.layout.device)
+            class_idx = torch.arange(self.n_cls, device=self.token_ids.device)
         elif ctx.dim() == 2:  # shared context: a class's prompt is the same wherever it appears
             unique, inverse = torch.unique(class_idx, return_inverse=True)
             if unique.shape[0] < class_idx.shape[0]:
@@ -176,8 +205,8 @@ class ClassPrompts(nn.Module):
 
     def _encode_rows(self, clip, ctx, class_idx):
         eot = self.eot_index[class_idx]  # (R,)
-        length = self.token_embeds.shape[1] if self.full_length else int(eot.max()) + 1
-        prompts = self.assemble(ctx, class_idx, length)  # (R, L, width)
+        length = self.length if self.full_length else int(eot.max()) + 1
+        prompts = self.assemble(ctx, class_idx, length, clip)  # (R, L, width), the fixed part looked up here
         prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
         if prefix > 1 and prompts.shape[0] > 1:
             return encode_with_shared_prefix(clip, prompts[0, :prefix], prompts[:, prefix:], eot - prefix)
