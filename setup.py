@@ -15,7 +15,7 @@ setup(
     packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.recipes", "tinyprompt.kernels", "tinyprompt.weights"],
     # the repository keeps kernels/ and weights/ at the top level; they install inside the package
     package_dir={"tinyprompt.kernels": "kernels", "tinyprompt.weights": "weights"},
-    package_data={"tinyprompt.weights": ["*.json"]},
+    package_data={"tinyprompt.weights": ["*.json", "synthetic.pt", "synthetic_bpe.txt"]},  # the built-in tiny CLIP
     install_requires=[
         "torch",
         "numpy",
