@@ -10,6 +10,7 @@ import sys
 
 # subcommand: (module, one-line help)
 COMMANDS = {
+    "demo": ("tinyprompt.demo", "zero-shot and all five methods on the built-in synthetic world (offline, minutes)"),
     "zeroshot": ("tinyprompt.zeroshot", "zero-shot accuracy of a CLIP model on a folder-per-class image set"),
     "train": ("tinyprompt.train", "learn a prompt with one of the methods (tinyprompt train METHOD --help)"),
     "eval": ("tinyprompt.evaluate", "accuracy of a saved prompt on a labelled image set, with any class list"),

@@ -64,13 +64,13 @@ class TrainConfig:
     precision: str = "auto"  # "auto" = fp32 on CPU, bf16 autocast on CUDA; "fp32" | "bf16" | "fp16" (GradScaler)
     seed: int = 1  # seeds the RNGs (plus the rank) and every epoch's shuffle
     num_workers: int = 0  # DataLoader worker processes
-    log_every: int = 20  # steps between progress lines
+    log_every: int = 20  # steps between progress lines; 0 = no progress lines (eval lines still print)
     eval_every: int = 1  # epochs between eval_fn calls (the last epoch is always evaluated)
     select_metric: str | None = None  # key of eval_fn's dict used to keep the best prompt (higher is better)
 
     def __post_init__(self):
         self.betas, self.milestones = tuple(self.betas), tuple(self.milestones)
-        counts = {"max_epoch": 1, "batch_size": 1, "log_every": 1, "eval_every": 1, "warmup_epochs": 0, "num_workers": 0}
+        counts = {"max_epoch": 1, "batch_size": 1, "log_every": 0, "eval_every": 1, "warmup_epochs": 0, "num_workers": 0}
         for name, low in counts.items():
             value = getattr(self, name)
             _check(name, value, isinstance(value, int) and value >= low, f"an int >= {low}")
@@ -208,7 +208,7 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
             dist.broadcast(p.data, src=0)
 
     batches = _epoch_batches(train_data, config, rank, world, device)
-    progress = _Progress(config.log_every) if main else None
+    progress = _Progress(config.log_every) if main and config.log_every else None
     for epoch in range(start, config.max_epoch):
         if epoch_start_fn is not None:
             epoch_start_fn(model, epoch)

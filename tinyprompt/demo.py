@@ -1,0 +1,390 @@
+"""`tinyprompt demo [--quick]`: zero-shot CLIP and the five prompt-learning methods, end to end, offline.
+
+Everything runs on the built-in synthetic world (`tinyprompt.data.synthetic`: coloured shapes on
+patterned backgrounds, with captions) and the tiny CLIP pre-trained on it (`tinyprompt.load("synthetic")`),
+so nothing is downloaded. Each experiment reproduces the claim of its paper on a task made for it
+(`tinyprompt.data.synthetic_tasks`) and reports one row: method, task, metric, before -> after, time.
+
+    zero-shot  CLIP, arXiv 2103.00020     shapes: hand prompt vs chance
+    CoOp       arXiv 2109.01134           backgrounds: a learned context vs the hand prompt "a photo of a {}."
+    TaI-DPT    arXiv 2211.12739           multi-label scenes: prompts trained on captions only vs zero-shot mAP
+    ILM-VP     arXiv 2211.11635           a colour task through a frozen 64-class source: random, frequency
+                                          and iterative label mapping, each with a learned padding prompt
+    SHIP       arXiv 2307.07397           base-to-new: CoOp on the base classes vs CoOp on base + features
+                                          synthesised for the names-only new classes
+    POMP       arXiv 2304.04704           a prompt pre-trained over 288 classes with sampled negatives,
+                                          zero-shot on 96 held-out classes vs the hand prompt it started from
+
+Every experiment is a function `run_<method>(clip, settings) -> dict` built only from the public API
+(methods, `tinyprompt.engine.train`, metrics): read one to see how to embed that method. The image
+encoder is frozen, so features are computed once per image (ILM-VP, which learns pixels, is the exception).
+"""
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tinyprompt.data import synthetic_tasks as tasks
+from tinyprompt.data.captions import label_captions
+from tinyprompt.data.features import FeatureDataset
+from tinyprompt.data.synthetic import SHAPES, derive_seed, describe, sample_scenes
+from tinyprompt.engine import TrainConfig, train
+from tinyprompt.io import atomic_write
+from tinyprompt.metrics import accuracy, mean_average_precision
+from tinyprompt.tokenizer import tokenize_for
+from tinyprompt.transforms import CLIP_MEAN, CLIP_STD, preprocess_tensor
+from tinyprompt.zeroshot import zeroshot_classifier
+
+__all__ = ["DemoSettings", "PRESETS", "run_zeroshot", "run_coop", "run_taidpt", "run_ilmvp", "run_ship", "run_pomp",
+           "run_demo", "EXPERIMENTS"]
+
+HAND = ["a photo of a {}."]  # the hand-written prompt every method is compared with
+
+
+@dataclass
+class DemoSettings:
+    shots: int = 16  # training images per class (CoOp, ILM-VP, SHIP's base classes)
+    test_per_class: int = 50  # test images per class of the single-label tasks
+    coop_epochs: int = 50  # CoOp and SHIP's fine-tune
+    taidpt_captions: int = 4000  # captions TaI-DPT trains on (no image is used for training)
+    taidpt_epochs: int = 30
+    taidpt_test: int = 400  # multi-label test scenes
+    ilmvp_epochs: int = 60  # per mapping mode
+    ship_vae_epochs: int = 30
+    pomp_shots: int = 4  # images per class of the 288-class pre-training set
+    pomp_epochs: int = 20
+    pomp_k: int = 32  # logit columns per row: the positive + 31 sampled negatives (of 288)
+    seed: int = 0  # seeds every task, initialisation and shuffle
+
+
+PRESETS = {
+    "full": DemoSettings(),
+    "quick": DemoSettings(test_per_class=25, coop_epochs=25, taidpt_captions=2000, taidpt_epochs=15,
+                          taidpt_test=200, ilmvp_epochs=30, ship_vae_epochs=15, pomp_epochs=10),
+}  # fmt: skip
+
+
+def _quiet(**fields) -> TrainConfig:
+    """A TrainConfig that prints no progress lines (the demo prints one row per experiment)."""
+    return TrainConfig(log_every=0, **fields)
+
+
+@torch.no_grad()
+def image_features(clip, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """(N, E) unnormalised features of uint8 images (N, 3, R, R) through the frozen image encoder."""
+    n_px = clip.visual.input_resolution
+    return torch.cat([clip.encode_image(preprocess_tensor(chunk, n_px)) for chunk in images.split(batch_size)])
+
+
+def _top1(image_feats: torch.Tensor, text_feats: torch.Tensor, labels) -> float:
+    """Top-1 accuracy (percent) of cosine scores between image (N, E) and class (C, E) features."""
+    return accuracy(F.normalize(image_feats, dim=-1) @ F.normalize(text_feats, dim=-1).t(), torch.as_tensor(labels))[0]
+
+
+def _row(method, task, metric, before, after, started, **extra) -> dict:
+    return {"method": method, "task": task, "metric": metric, "before": round(before, 2), "after": round(after, 2),
+            "seconds": round(time.perf_counter() - started, 1), **extra}
+
+
+def _feature_loss(model, batch, info):
+    features, labels = batch
+    return model.loss(features, labels)
+
+
+# ------------------------------------------------------------------------------------------ zero-shot
+
+def run_zeroshot(clip, s: DemoSettings) -> dict:
+    """CLIP's claim: a text prompt per class classifies images it was never trained to label."""
+    started = time.perf_counter()
+    task = tasks.shapes(per_class=(0, 0, s.test_per_class), seed=s.seed)
+    test = task["test"]
+    acc = _top1(image_features(clip, test.images), zeroshot_classifier(clip, task.classnames, HAND), test.labels)
+    return _row("zero-shot", f"shapes ({len(task.classnames)})", "top-1 %", 100 / len(task.classnames), acc, started,
+                note="before = chance")
+
+
+# ------------------------------------------------------------------------------------------ CoOp
+
+def run_coop(clip, s: DemoSettings) -> dict:
+    """CoOp's claim: a learned context beats a hand prompt where the hand prompt is weak. In `backgrounds`
+    the class is the background colour, while "a photo of a {}." mostly finds the object's colour."""
+    from tinyprompt.methods.coop import CoOp, CoOpConfig
+
+    started = time.perf_counter()
+    task = tasks.backgrounds(per_class=(s.shots, 0, s.test_per_class), seed=s.seed)
+    train_feats, test_feats = image_features(clip, task["train"].images), image_features(clip, task["test"].images)
+    before = _top1(test_feats, zeroshot_classifier(clip, task.classnames, HAND), task["test"].labels)
+    torch.manual_seed(s.seed)
+    coop = CoOp(clip, task.classnames, CoOpConfig(n_ctx=4))
+    train(coop, _feature_loss, FeatureDataset(train_feats, task["train"].labels),
+          _quiet(max_epoch=s.coop_epochs, batch_size=32, seed=s.seed))  # CoOp's SGD, lr 0.002, warm-up + cosine
+    with torch.no_grad():
+        after = _top1(test_feats, coop.text_features(), task["test"].labels)
+    return _row("CoOp", f"backgrounds ({len(task.classnames)}, {s.shots}-shot)", "top-1 %", before, after, started,
+                note="before = hand prompt")
+
+
+# ------------------------------------------------------------------------------------------ TaI-DPT
+
+def synthetic_captions(n: int, seed: int):
+    """(captions, labels (N, 8)) of n scenes of 1-4 objects: labels derived from the text alone, as TaI-DPT
+    does; captions that name no shape ("a red object.") are dropped."""
+    scenes = sample_scenes(n, derive_seed(seed, "taidpt captions"), objects=(1, 4))
+    captions = describe(scenes, derive_seed(seed, "taidpt wording"))
+    kept, labels, _ = label_captions(captions, SHAPES, [(shape,) for shape in SHAPES])
+    return kept, labels
+
+
+def run_taidpt(clip, s: DemoSettings) -> dict:
+    """TaI-DPT's claim: prompts trained on captions only (texts as images) beat zero-shot on multi-label images."""
+    from tinyprompt.methods.taidpt import TaIDPT, TaIDPTConfig, encode_captions
+
+    started = time.perf_counter()
+    captions, labels = synthetic_captions(s.taidpt_captions, s.seed)
+    corpus = encode_captions(clip, tokenize_for(clip, captions))  # frozen: encoded once
+    task = tasks.scenes(sizes=(0, 0, s.taidpt_test), seed=s.seed)
+    images, test_labels = task["test"].images, task["test"].labels
+    hand = zeroshot_classifier(clip, task.classnames, HAND)
+    before = mean_average_precision(F.normalize(image_features(clip, images), dim=-1) @ hand.t(), test_labels)[0]
+    torch.manual_seed(s.seed)
+    model = TaIDPT(clip, task.classnames, TaIDPTConfig(n_ctx=8))
+
+    def loss(model, idx, info):
+        feats_g, feats_l, mask = corpus.batch(idx)
+        logits_g, logits_l = model.logits(feats_g, feats_l, model.config.temperature_text, mask)
+        return model.loss(logits_g, logits_l, labels[idx])
+
+    # the official recipe (SGD, warm-up epoch, cosine) at lr 0.002, not 1e-4: hundreds of steps, not thousands;
+    # the engine batches caption indices, the loss gathers their cached features
+    train(model, loss, range(len(captions)),
+          _quiet(max_epoch=s.taidpt_epochs, batch_size=128, lr=0.002, seed=s.seed))
+    model.eval()
+    with torch.no_grad():  # global and per-location image features, scored by both prompts and merged
+        scores = model(preprocess_tensor(images, clip.visual.input_resolution))[2]
+    after = mean_average_precision(scores, test_labels)[0]
+    return _row("TaI-DPT", f"scenes ({len(task.classnames)} labels, 1-4 objects)", "mAP %", before, after, started,
+                note=f"trained on {len(captions)} captions, no images")
+
+
+# ------------------------------------------------------------------------------------------ ILM-VP
+
+def run_ilmvp(clip, s: DemoSettings) -> dict:
+    """ILM-VP's claim: re-mapping labels while the visual prompt learns beats a fixed (frequency) mapping,
+    which beats a random one. The frozen source is the tiny CLIP as a 64-class colour-shape classifier; the
+    target task (object colour, 8 classes, 28 px images) has other labels and a smaller input, which a
+    learned padding frame enlarges to 32 px."""
+    from tinyprompt.methods.ilmvp import ILMVP, CLIPClassifier, ILMVPConfig, PaddingPrompt
+
+    started = time.perf_counter()
+    source_task, target = tasks.source_target(per_class=(s.shots, 0, s.test_per_class), seed=s.seed)
+    source = CLIPClassifier(clip, zeroshot_classifier(clip, source_task.classnames, HAND), source_task.classnames)
+    pixels = {split: target[split].images.float() / 255 for split in ("train", "test")}  # [0, 1], as the prompt expects
+    labels = {split: target[split].labels for split in ("train", "test")}
+    data = list(zip(pixels["train"].split(64), labels["train"].split(64)))  # the mapping passes
+    scores = {}
+    for mode in ("rlm", "flm", "ilm"):
+        prompt = PaddingPrompt(pixels["train"].shape[-1], clip.visual.input_resolution, CLIP_MEAN, CLIP_STD)
+        model = ILMVP(source, prompt, len(target.classnames), ILMVPConfig(mapping=mode, seed=s.seed), target.classnames)
+
+        def loss(model, batch, info):
+            images, y = batch
+            return F.cross_entropy(model(images), y)
+
+        # the official CNN recipe (Adam, x0.1 at 50% and 72% of the epochs) at lr 0.05, not 0.01: tens of epochs, not 200
+        train(model, loss, torch.utils.data.TensorDataset(pixels["train"], labels["train"]),
+              _quiet(max_epoch=s.ilmvp_epochs, batch_size=32, optimizer="adam", lr=0.05, scheduler="multistep",
+                     warmup_epochs=0, weight_decay=0.0, seed=s.seed),
+              epoch_start_fn=lambda model, epoch: model.update_mapping(data, epoch))  # fmt: skip
+        model.eval()
+        with torch.no_grad():
+            scores[mode] = accuracy(model(pixels["test"]), labels["test"])[0]
+    return _row("ILM-VP", f"colours via a 64-class source ({s.shots}-shot)", "top-1 %", scores["rlm"], scores["ilm"],
+                started, note=f"random {scores['rlm']:.1f} / frequency {scores['flm']:.1f} / iterative mapping",
+                random=scores["rlm"], frequency=scores["flm"],
+                iterative=scores["ilm"])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ SHIP
+
+def run_ship(clip, s: DemoSettings) -> dict:
+    """SHIP's claim: features synthesised for names-only classes let CoOp generalise to them. The new classes
+    have colours no base image shows. Both arms are CoOp from "a photo of a"; SHIP's also sees one
+    generated new-class feature per real base feature."""
+    from tinyprompt.methods.coop import CoOp, CoOpConfig
+    from tinyprompt.methods.ship import SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic
+
+    started = time.perf_counter()
+    task = tasks.base_new(per_class=(s.shots, 0, s.test_per_class), seed=s.seed)
+    n_base = len(task.info["base"])
+    train_feats = F.normalize(image_features(clip, task["train"].images), dim=-1)
+    train_labels = task["train"].labels  # base classes only are trained on: keep those rows
+    base_rows = train_labels < n_base
+    train_feats, train_labels = train_feats[base_rows], train_labels[base_rows]
+    test_feats, test_labels = F.normalize(image_features(clip, task["test"].images), dim=-1), task["test"].labels
+    is_base = test_labels < n_base
+
+    def base_new(coop):
+        with torch.no_grad():
+            return base_new_accuracy(coop.text_features(), n_base, test_feats[is_base], test_labels[is_base],
+                                     test_feats[~is_base], test_labels[~is_base] - n_base)  # fmt: skip
+
+    fine_tune = dict(max_epoch=s.coop_epochs, batch_size=32, lr=0.002, momentum=0.0, weight_decay=0.0,
+                     scheduler="cosine_iter", warmup_epochs=0, seed=s.seed)  # SHIP's official fine-tune
+    # CoOp alone: trained over the base classes, then its context is used for every class
+    torch.manual_seed(s.seed)
+    coop = CoOp(clip, task.classnames[:n_base], CoOpConfig(ctx_init="a photo of a"))
+    train(coop, lambda m, b, i: coop_loss(m, b[0], b[1]), FeatureDataset(train_feats, train_labels), _quiet(**fine_tune))
+    coop = CoOp.from_prompt_state_dict(clip, task.classnames, coop.prompt_state_dict())
+    plain = base_new(coop)
+    # SHIP: the generator learns to reconstruct base features through the text encoder (a CVAE) ...
+    torch.manual_seed(s.seed)
+    generator = SHIPGenerator(clip, task.classnames, SHIPConfig())
+    train(generator, lambda m, b, i: m(b[0], b[1])["loss"], FeatureDataset(train_feats, train_labels),
+          _quiet(max_epoch=s.ship_vae_epochs, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.01,
+                 scheduler="constant", warmup_epochs=0, seed=s.seed))  # fmt: skip
+    generator.eval()
+    # ... then CoOp trains on real base features plus one synthesised new-class feature each
+    torch.manual_seed(s.seed)
+    coop = CoOp(clip, task.classnames, CoOpConfig(ctx_init="a photo of a"))
+    train(coop, lambda m, b, i: coop_loss(m, *mix_synthetic(generator, b[0], b[1], n_base)),
+          FeatureDataset(train_feats, train_labels), _quiet(**fine_tune))
+    ship = base_new(coop)
+    return _row("SHIP", f"base-to-new ({n_base} + {len(task.classnames) - n_base} colour-shape)", "new-class top-1 %",
+                plain["new"], ship["new"], started, coop=plain, ship=ship,
+                note=f"before = CoOp on base only; H {plain['H']:.1f} -> {ship['H']:.1f}")
+
+
+# ------------------------------------------------------------------------------------------ POMP
+
+def run_pomp(clip, s: DemoSettings) -> dict:
+    """POMP's claim: a prompt pre-trained over a large label space with sampled negatives transfers zero-shot
+    to classes it never saw. The class names ("small red checkered star") give the background's colour and
+    pattern, which the hand prompt reads as the object's; the prompt, initialised from "a photo of a" and
+    trained over 288 classes with 31 sampled negatives per step, is tested on the 96 classes whose
+    (background colour, shape) pair it never saw."""
+    from tinyprompt.methods.pomp import POMP, POMPConfig
+
+    started = time.perf_counter()
+    large = tasks.large_label_space(per_class=(s.pomp_shots, 0, 0), seed=s.seed)
+    held = tasks.held_out(per_class=(0, 0, max(s.test_per_class // 5, 5)), seed=s.seed)
+    train_feats, held_feats = image_features(clip, large["train"].images), image_features(clip, held["test"].images)
+    before = _top1(held_feats, zeroshot_classifier(clip, held.classnames, HAND), held["test"].labels)
+    torch.manual_seed(s.seed)
+    pomp = POMP(clip, large.classnames, POMPConfig(ctx_init="a photo of a", k=s.pomp_k, sampler_seed=s.seed))
+
+    def loss(model, batch, info):
+        features, labels = batch
+        return model.loss(features, labels, model.negatives(info.global_step, info.rank))
+
+    # POMP's recipe (SGD, warm-up epoch, cosine) at lr 0.05 instead of 0.002: hundreds of steps, not ~10^5
+    train(pomp, loss, FeatureDataset(train_feats, large["train"].labels),
+          _quiet(max_epoch=s.pomp_epochs, batch_size=32, lr=0.05, seed=s.seed))  # fmt: skip
+    transferred = POMP.from_prompt_state_dict(clip, held.classnames, pomp.prompt_state_dict())
+    with torch.no_grad():
+        after = _top1(held_feats, transferred.text_features(), held["test"].labels)
+    return _row("POMP", f"{len(held.classnames)} held-out classes (pre-trained on {len(large.classnames)})",
+                "top-1 %", before, after, started, note="before = hand prompt")
+
+
+EXPERIMENTS = {"zero-shot": run_zeroshot, "CoOp": run_coop, "TaI-DPT": run_taidpt, "ILM-VP": run_ilmvp,
+               "SHIP": run_ship, "POMP": run_pomp}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+def run_demo(settings: DemoSettings, methods=None, model: str = "synthetic", log=print) -> dict:
+    """Run the experiments (all, or the named ones) and return {"rows": [...], ...} for the results JSON."""
+    from tinyprompt.hub import load
+
+    torch.manual_seed(settings.seed)
+    clip, _ = load(model)
+    rows = []
+    for name in methods or EXPERIMENTS:
+        row = EXPERIMENTS[name](clip, settings)
+        log(_format_row(row))
+        rows.append(row)
+    return {"rows": rows, "settings": asdict(settings), "model": model, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def _format_row(row) -> str:
+    return (f"{row['method']:<10} {row['task']:<48} {row['metric']:<19} {row['before']:>6.1f} -> {row['after']:>6.1f}"
+            f"  {row['seconds']:>5.1f} s  ({row['note']})")
+
+
+def _chart(rows, path: Path) -> bool:
+    """A bar chart of before/after per method, when matplotlib is installed; returns whether it was written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = torch.arange(len(rows)).float()
+    ax.bar(x - 0.2, [r["before"] for r in rows], 0.4, label="before")
+    ax.bar(x + 0.2, [r["after"] for r in rows], 0.4, label="after")
+    ax.set_xticks(x.tolist(), [f"{r['method']}\n{r['metric']}" for r in rows], fontsize=7)
+    ax.set_title("tinyprompt demo on the built-in synthetic world")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+REAL_DATA = """\
+On real data, with OpenAI's checkpoints (downloaded once, sha256-verified):
+  tinyprompt zeroshot --model ViT-B/16 --data DATA/imagenet/val
+  tinyprompt train coop   --model ViT-B/16 --data DATA/oxford_pets/images --split DATA/oxford_pets/split_zhou_OxfordPets.json --shots 16 --out runs/coop
+  tinyprompt train taidpt --model RN50 --captions DATA/coco/captions_train2017.json --classes coco --out runs/taidpt
+  tinyprompt train ilmvp  --source clip:ViT-B/32 --data DATA/flowers --out runs/ilmvp
+  tinyprompt train ship   --model ViT-B/16 --data DATA/caltech-101/101_ObjectCategories --split DATA/caltech-101/split_zhou_Caltech101.json --out runs/ship
+  tinyprompt train pomp   --model ViT-B/16 --data DATA/imagenet21k --classnames DATA/imagenet21k/classnames.txt --out runs/pomp
+(each `tinyprompt train METHOD --help` lists every flag with its default; see the README)"""
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="smaller settings: about a third of the full run's time")
+    parser.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for results.json (and results.png)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the world, the initialisations and the shuffles")
+
+
+def run(args) -> int:
+    methods = None
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in EXPERIMENTS]
+        if unknown:
+            raise ValueError(f"--methods names {unknown}: choose from {', '.join(EXPERIMENTS)}")
+    settings = PRESETS["quick" if args.quick else "full"]
+    settings = DemoSettings(**{**asdict(settings), "seed": args.seed})
+    print("tinyprompt demo: the built-in synthetic world (procedural shapes and captions) and its tiny CLIP, "
+          "pre-trained by `python -m tinyprompt.pretrain_synthetic`; numbers here say what each method does, "
+          "not how it scores on real benchmarks.")
+    print(f"{'method':<10} {'task':<48} {'metric':<19} before -> after    time")
+    started = time.perf_counter()
+    result = run_demo(settings, methods)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(args.out / "results.json", "w") as f:
+        json.dump(result, f, indent=1)
+    chart = _chart(result["rows"], args.out / "results.png")
+    print(f"total {result['seconds']:.0f} s; wrote {args.out / 'results.json'}"
+          + (f" and {args.out / 'results.png'}" if chart else " (pip install matplotlib for a chart)"))
+    print(REAL_DATA)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tinyprompt.demo", description=__doc__.split("\n")[0])
+    add_args(parser)
+    raise SystemExit(run(parser.parse_args()))
