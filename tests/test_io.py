@@ -1,6 +1,7 @@
 """tinyprompt.io: cache dir, offline switch, sha256, atomic writes, and verified resumable downloads
 (against a file server the test starts on 127.0.0.1)."""
 import hashlib
+import os
 import socket
 import threading
 import urllib.request
@@ -152,3 +153,13 @@ def test_offline_never_touches_the_network(monkeypatch, server, tmp_path):
     with pytest.raises(RuntimeError, match="TINYPROMPT_OFFLINE is set"):
         io.download(server.url("/ckpt.pt"), tmp_path / "ckpt.pt", SHA, progress=False)
     assert server.requests == [] and leftovers(tmp_path) == []
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with io.atomic_write(tmp_path / "a.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600

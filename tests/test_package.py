@@ -61,9 +61,10 @@ def test_public_surface():
     import tinyprompt.methods as methods
 
     assert callable(kernels.sampled_softmax_loss) and callable(kernels.ranking_loss)
-    for name in ("CoOp", "TaIDPT", "ILMVP", "POMP"):  # each an nn.Module with a Config dataclass
+    for name in ("CoOp", "TaIDPT", "ILMVP", "SHIP", "POMP"):  # each an nn.Module with a Config dataclass
         assert issubclass(getattr(methods, name), torch.nn.Module) and is_dataclass(getattr(methods, name + "Config"))
     assert list(inspect.signature(methods.CoOp).parameters) == ["clip_model", "classnames", "config"]
+    assert methods.SHIP is methods.SHIPGenerator  # SHIP's learned module is its prompt generator
 
 
 def _installed():

@@ -2,6 +2,10 @@
 `Config` dataclass, and saves only its learned tensors (`prompt_state_dict()`).
 
 - CoOp (arXiv 2109.01134): `tinyprompt.methods.coop`
+- TaI-DPT (arXiv 2211.12739): `tinyprompt.methods.taidpt`
+- ILM-VP (arXiv 2211.11635): `tinyprompt.methods.ilmvp` (label mappings in `label_mapping`)
+- SHIP (arXiv 2307.07397): `tinyprompt.methods.ship` (`SHIP` is its generator, `SHIPGenerator`)
+- POMP (arXiv 2304.04704): `tinyprompt.methods.pomp`
 
 Names are imported on first use, so `import tinyprompt.methods` stays light.
 """
@@ -14,7 +18,7 @@ _PUBLIC = {
     "ILMVP": "tinyprompt.methods.ilmvp", "ILMVPConfig": "tinyprompt.methods.ilmvp",
     "TaIDPT": "tinyprompt.methods.taidpt", "TaIDPTConfig": "tinyprompt.methods.taidpt",
     "POMP": "tinyprompt.methods.pomp", "POMPConfig": "tinyprompt.methods.pomp",
-    "SHIPGenerator": "tinyprompt.methods.ship", "SHIPConfig": "tinyprompt.methods.ship",
+    "SHIP": "tinyprompt.methods.ship", "SHIPGenerator": "tinyprompt.methods.ship", "SHIPConfig": "tinyprompt.methods.ship",
 }
 __all__ = list(_PUBLIC)
 

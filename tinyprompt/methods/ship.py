@@ -38,7 +38,7 @@ from torch import nn
 from tinyprompt.metrics import accuracy, harmonic_mean
 from tinyprompt.prompts import ClassPrompts, random_context
 
-__all__ = ["SHIPConfig", "SHIPGenerator", "VARIANTS", "LOGIT_SCALE", "split_base_new", "relabel", "ship_logits",
+__all__ = ["SHIP", "SHIPConfig", "SHIPGenerator", "VARIANTS", "LOGIT_SCALE", "split_base_new", "relabel", "ship_logits",
            "mix_synthetic", "coop_loss", "base_new_accuracy"]
 
 LOGIT_SCALE = 100.0  # the fine-tune's fixed logit scale (not CLIP's learned logit_scale)
@@ -215,6 +215,9 @@ class SHIPGenerator(nn.Module):
 
 
 # ---- the base-to-new protocol ----
+SHIP = SHIPGenerator  # the method's name in `tinyprompt.methods`: SHIP's learned module is its generator
+
+
 def split_base_new(train_labels) -> tuple[list[int], list[int]]:
     """(base, new) original labels: of the labels present in the train list, sorted, the first ceil(n/2)
     are base and the rest new (OxfordPets.subsample_classes; an odd n gives base the extra class).
