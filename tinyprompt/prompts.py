@@ -100,18 +100,17 @@ class ClassPrompts(nn.Module):
         # the official rule: the name's token count measured ALONE, without the trailing "." (which can
         # merge with the name's last token inside the sentence, e.g. "a (b)." ends in the token ").")
         tokenizer = model_tokenizer(clip)
-        self.name_lens = [len(tokenizer.encode(name)) for name in names]
+        name_lens = [len(tokenizer.encode(name)) for name in names]
         tokens = tokenize_for(clip, [f"{placeholder} {name}." for name in names])  # (n_cls, 77); too long raises
         eot = first_eot(tokens)
         # positions that can ever be read: up to the longest EOT (and the class chunk, for odd names)
-        keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(self.name_lens)) + 1)
+        keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(name_lens)) + 1)
         self.context_length = tokens.shape[1]
         device = clip.token_embedding.weight.device
         # int32 ids (CLIP's vocabulary is 49,408): 4 bytes a position instead of `width` fp32 embeddings
         self.register_buffer("token_ids", tokens[:, :keep].to(device, torch.int32), persistent=False)
         self.register_buffer("eot_index", eot.to(device), persistent=False)
-        name_length = torch.tensor(self.name_lens, dtype=torch.int32, device=device)
-        self.register_buffer("name_length", name_length, persistent=False)
+        self.register_buffer("name_length", torch.tensor(name_lens, dtype=torch.int32, device=device), persistent=False)
         # a reference, not a submodule: the weights stay CLIP's (saved, moved and frozen with it), for `assemble`
         # called without a model; `encode` looks up in the model it is given
         self.__dict__["_token_embedding"] = clip.token_embedding
@@ -120,6 +119,11 @@ class ClassPrompts(nn.Module):
     def length(self) -> int:
         """L, the prompt positions kept: up to the longest EOT (and class chunk), 77 with `full_length`."""
         return self.token_ids.shape[1]
+
+    @property
+    def name_lens(self) -> list:
+        """Token count of each class name alone (CoOp's rule), as a list."""
+        return self.name_length.tolist()
 
     @property
     def tokens(self) -> torch.Tensor:
