@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
@@ -35,7 +34,7 @@ from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
 from tinyprompt.metrics import mean_average_precision
-from tinyprompt.recipes import int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
 from tinyprompt.tokenizer import tokenize_for
 from tinyprompt.transforms import clip_preprocess
 
@@ -46,8 +45,8 @@ FIELDS = ("global_feats", "token_feats", "lengths", "offsets")
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
-    data.add_argument("--captions", required=True, type=Path,
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--captions", **REQUIRED, type=Path,
                       help="caption corpus: COCO captions .json, .jsonl (caption/text per line) or text (one per line)")
     data.add_argument("--classes", default="coco", help="class list: voc2007, coco, nuswide, or a synonym file "
                       "('class: synonym, ...' lines or JSON {class: [synonyms]})")  # fmt: skip
@@ -66,7 +65,7 @@ def add_args(parser) -> None:
     data.add_argument("--difficult", default="negative", choices=["negative", "ignore"],
                       help="VOC 'difficult'-only classes: negatives (official) or left out of the AP")
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the caption subset / split, init, training")
-    data.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    data.add_argument("--out", type=Path, **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
     prompt = parser.add_argument_group("prompt (TaI-DPT)")
     prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors of each of the two prompts")
     prompt.add_argument("--temperature-image", type=positive_float, default=None,
@@ -92,19 +91,6 @@ def add_args(parser) -> None:
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=256, help="captions per encoder pass "
                       "(images: a quarter of it)")  # fmt: skip
     run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
-
-
-class _Indices(Dataset):
-    """i -> i: the engine batches indices, the loss gathers the cached caption features."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
 
 
 def cached_caption_features(clip, tokens: torch.Tensor, batch_size: int, dtype=torch.float32) -> CaptionFeatures:
@@ -237,7 +223,8 @@ def run(args) -> int:
     if is_main_process():
         print(f"[tinyprompt] TaI-DPT on {len(classes)} classes ({classes.name}): {len(texts)} training sentences, "
               f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {train_config.lr}")
-    result = train(model, loss_fn, _Indices(len(texts)), train_config, out_dir=args.out, resume=args.resume,
+    # the engine batches caption indices (a range is a map-style dataset); the loss gathers their features
+    result = train(model, loss_fn, range(len(texts)), train_config, out_dir=args.out, resume=args.resume,
                    eval_fn=eval_fn, device=device)  # fmt: skip
     if is_main_process():
         _finish(model, clip, classes, args, report, result, test_data, columns, device)
