@@ -20,7 +20,7 @@ from tinyprompt.data.largelabel import read_class_list
 from tinyprompt.evaluate import load_prompt, model_from_prompt
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.recipes import int_at_least, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, resolve_device
 
 __all__ = ["class_embeddings"]
 
@@ -32,10 +32,10 @@ def class_embeddings(model) -> torch.Tensor:
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--prompt", required=True, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", required=True, help="the CLIP the prompt was trained with: a model name or checkpoint path")
-    parser.add_argument("--classes", required=True, type=Path, help="class file: one name per line, or 'id<TAB>name' lines")
-    parser.add_argument("--out", required=True, type=Path, help="output .npy file: (C, E) float32, rows in file order")
+    parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
+    parser.add_argument("--model", **REQUIRED, help="the CLIP the prompt was trained with: a model name or checkpoint path")
+    parser.add_argument("--classes", **REQUIRED, type=Path, help="class file: one name per line, or 'id<TAB>name' lines")
+    parser.add_argument("--out", **REQUIRED, type=Path, help="output .npy file: (C, E) float32, rows in file order")
     parser.add_argument("--text-chunk", type=int_at_least(0), default=256,
                         help="class prompts per text-encoder pass (0 = all at once); bounds memory for many classes")
     parser.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")

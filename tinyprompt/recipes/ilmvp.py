@@ -33,7 +33,7 @@ from tinyprompt.methods.ilmvp import (
     load_classifier,
 )
 from tinyprompt.metrics import accuracy
-from tinyprompt.recipes import int_at_least, load_splits, positive_float, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, positive_float, resolve_device
 
 # official optimisation per source kind
 DEFAULTS = {
@@ -58,14 +58,14 @@ class ResizeToTensor:
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--source", required=True, help="frozen source model: clip:NAME_OR_PATH (CLIP with text-prompt "
+    data.add_argument("--source", **REQUIRED, help="frozen source model: clip:NAME_OR_PATH (CLIP with text-prompt "
                       "selection), torchvision:NAME (pretrained, needs torchvision) or a TorchScript classifier file")  # fmt: skip
-    data.add_argument("--data", required=True, help="image root of --split, or (without --split) a folder with "
+    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
     data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
     data.add_argument("--shots", type=int_at_least(0), default=0, help="training images per class (0 = all, as the paper)")
     data.add_argument("--seed", type=int_at_least(0), default=7, help="seeds the few-shot draw, rlm and training (official 7)")
-    data.add_argument("--out", type=Path, required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    data.add_argument("--out", type=Path, **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
     prompt = parser.add_argument_group("prompt and label mapping")
     prompt.add_argument("--mapping", default="ilm", choices=MAPPINGS,
                         help="ilm: recompute before every --mapping-interval epochs; flm: once at the start; rlm: random")

@@ -29,7 +29,7 @@ from tinyprompt.engine import TrainConfig, is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
 from tinyprompt.transforms import train_transform
 
 EPOCHS_BY_N_CTX = {4: 5, 16: 20}  # the paper's two settings; other n_ctx default to 20 epochs
@@ -47,15 +47,15 @@ def margin_arg(text: str):
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
-    data.add_argument("--data", required=True, help="image folder with one sub-folder of images per class (wnid)")
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--data", **REQUIRED, help="image folder with one sub-folder of images per class (wnid)")
     data.add_argument("--classnames", default=None, help="'wnid<TAB>name' file naming every class folder "
                       "(default: the folder names are the class names)")  # fmt: skip
     data.add_argument("--shots", type=int_at_least(0), default=16, help="images per class (0 = all), drawn as "
                       "CoOp/Dassl draw few-shot sets for --seed")  # fmt: skip
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the image draw, the init, the views, "
                       "the negatives and training")  # fmt: skip
-    data.add_argument("--out", required=True, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
+    data.add_argument("--out", **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
     prompt = parser.add_argument_group("prompt and loss (POMP)")
     prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors (paper: 16 or 4)")
     prompt.add_argument("--ctx-init", default="", help="initialise the context from these words; empty = random")

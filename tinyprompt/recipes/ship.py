@@ -42,7 +42,7 @@ from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic,
                                      relabel, split_base_new)  # fmt: skip
-from tinyprompt.recipes import int_at_least, load_splits, positive_float, resolve_device
+from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, positive_float, resolve_device
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # --variant auto picks the ImageNet script for a 1000-class dataset
@@ -58,8 +58,8 @@ CTX_INIT = "a photo of a"  # the fine-tune's CoOp context (4 vectors)
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", required=True, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
-    data.add_argument("--data", required=True, help="image root of --split, or (without --split) a folder with "
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
     data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
     data.add_argument("--eval-data", default=None, help="cross-dataset transfer: every class of --data is base and "
@@ -68,7 +68,7 @@ def add_args(parser) -> None:
     data.add_argument("--shots", type=int_at_least(0), default=16, help="training images per class (0 = all); "
                       "val uses min(shots, 4), both drawn as Dassl does for --seed")  # fmt: skip
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the few-shot draw, the inits and training")
-    data.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, prompt.pt, stage folders)")
+    data.add_argument("--out", type=Path, **REQUIRED, help="output folder (metrics.json, prompt.pt, stage folders)")
     data.add_argument("--variant", default="auto", choices=["auto", *VARIANTS], help="official script to follow: "
                       "default (10 datasets) or imagenet; auto = imagenet for a 1000-class --data")  # fmt: skip
     gen = parser.add_argument_group("stage 1: generator (official: AdamW lr 1e-3, batch 256)")
