@@ -137,7 +137,8 @@ class _Stream:
 
 def encode_text_bucketed(model, tokens, buckets: int = 4):
     """encode_text of (B, L) tokens in `buckets` groups of similar length, each run only up to its own longest
-    EOT: the same features (the mask is causal), ~2x less text compute, since most captions are short."""
+    EOT: the same features up to float rounding (the mask is causal), ~2x less text compute, since most
+    captions are short."""
     order = tokens.argmax(dim=-1).argsort(stable=True)  # shortest first (EOT has the largest id)
     features = torch.cat([model.encode_text(tokens[part]) for part in order.chunk(buckets)])
     return features[order.argsort()]  # back to the batch order
