@@ -166,7 +166,10 @@ def train(model, loss_fn, train_data, config: TrainConfig, out_dir=None, resume=
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             own_group = True
     try:
-        return _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device)
+        result = _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device)
+        if own_group:  # no rank tears its gloo/NCCL connections down while a peer still finishes a collective
+            dist.barrier()  # (an early teardown once aborted a gloo rank at exit in CI: SIGABRT, "terminate called")
+        return result
     finally:
         if own_group:
             dist.destroy_process_group()
