@@ -319,7 +319,8 @@ def test_text_side_does_not_grow_with_n():
         losses[n], grads[n] = loss.detach(), pomp.ctx.grad
     assert work[8] == work[3000] and lookups[8] == lookups[3000]
     assert max(rows for rows, _, _ in lookups[3000]) <= 2  # fixed embeddings of one chunk at a time
-    own = [shape for shape in work[8] if shape != (1, 5)]  # (1, 5): a chunk's shared SOS + 4 context vectors
+    assert work[8][0] == (1, 5)  # the shared SOS + 4 context vectors, once per step (not once per chunk)
+    own = work[8][1:]
     assert sum(rows for rows, _ in own) == 6  # classes {0, 1, 5} + {2, 5, 7, 3}, each encoded once
     assert max(rows for rows, _ in own) <= 2 and max(length for _, length in own) < 20  # chunked, truncated at EOT
     # the margin depends on N (so the loss does), the text work does not

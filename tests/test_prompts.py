@@ -188,7 +188,7 @@ def test_chunks_hold_one_prompt_length_each(clip, monkeypatch):
     prompts = ClassPrompts(clip, NAMES, 4, chunk_size=2)
     seen = []
     real = prompts._encode_rows
-    monkeypatch.setattr(prompts, "_encode_rows", lambda c, ctx, idx: seen.append(idx) or real(c, ctx, idx))
+    monkeypatch.setattr(prompts, "_encode_rows", lambda c, ctx, idx, states: seen.append(idx) or real(c, ctx, idx, states))
     with torch.no_grad():
         prompts.encode(clip, torch.randn(4, 32))
     assert sorted(torch.cat(seen).tolist()) == list(range(len(NAMES)))  # every class exactly once

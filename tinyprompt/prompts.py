@@ -27,7 +27,7 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   of a pass never matter; with chunks, rows are grouped by length so no row is padded at all;
 - shared prefix: with a shared context and the class token at the end (or middle), positions
   0..P-1 (SOS + context) are identical in every prompt, and so (causal mask) are their hidden states:
-  they are computed once per chunk and every row attends to them, instead of being recomputed per class;
+  they are computed once per `encode` call (one row) and every row of every chunk attends to them;
 - chunks (at most `chunk_size` prompts of one length per pass, optionally activation-checkpointed)
   bound memory for thousands of classes; `chunk_size=0` encodes all rows in one padded pass (fewer,
   larger kernels: better on GPU for up to a few thousand prompts);
@@ -43,7 +43,8 @@ from torch.utils.checkpoint import checkpoint
 from tinyprompt.clip import eot_index as first_eot
 from tinyprompt.tokenizer import model_tokenizer, tokenize_for
 
-__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_with_shared_prefix", "random_context"]
+__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "encode_with_shared_prefix",
+           "prefix_states", "random_context"]
 
 POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
 
@@ -191,30 +192,35 @@ class ClassPrompts(nn.Module):
             unique, inverse = torch.unique(class_idx, return_inverse=True)
             if unique.shape[0] < class_idx.shape[0]:
                 return self.encode(clip, ctx, unique)[inverse]
+        prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
+        states = None
+        if prefix > 1 and class_idx.shape[0] > 1:  # SOS + context: the same states in every prompt, once per call
+            states = prefix_states(clip, self.assemble(ctx, class_idx[:1], prefix, clip)[0])
         if not self.chunk_size:
-            return self._encode_chunk(clip, ctx, class_idx)
+            return self._encode_chunk(clip, ctx, class_idx, states)
         # one prompt length per chunk, so no row is padded: sort by EOT, cut where the length changes
         lengths, order = torch.sort(self.eot_index[class_idx], stable=True)
         runs = torch.unique_consecutive(lengths, return_counts=True)[1].tolist()
         pieces = []
         for part in (chunk for run in order.split(runs) for chunk in run.split(self.chunk_size)):
             part_ctx = ctx if ctx.dim() == 2 else ctx[part]
-            pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part]))
+            pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part], states))
         return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order
 
-    def _encode_chunk(self, clip, ctx, class_idx):
+    def _encode_chunk(self, clip, ctx, class_idx, states):
         if self.checkpoint and torch.is_grad_enabled():  # keep only inputs; recompute in backward
-            return checkpoint(functools.partial(self._encode_rows, clip), ctx, class_idx, use_reentrant=False)
-        return self._encode_rows(clip, ctx, class_idx)
+            return checkpoint(functools.partial(self._encode_rows, clip), ctx, class_idx, states, use_reentrant=False)
+        return self._encode_rows(clip, ctx, class_idx, states)
 
-    def _encode_rows(self, clip, ctx, class_idx):
+    def _encode_rows(self, clip, ctx, class_idx, states=None):
+        """Features of the rows `class_idx`, truncated at their longest EOT; after the prefix `states` when given."""
         eot = self.eot_index[class_idx]  # (R,)
         length = self.length if self.full_length else int(eot.max()) + 1
         prompts = self.assemble(ctx, class_idx, length, clip)  # (R, L, width), the fixed part looked up here
-        prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
-        if prefix > 1 and prompts.shape[0] > 1:
-            return encode_with_shared_prefix(clip, prompts[0, :prefix], prompts[:, prefix:], eot - prefix)
-        return clip.encode_text_embeddings(prompts, eot)
+        if states is None:
+            return clip.encode_text_embeddings(prompts, eot)
+        p = states[0][0].shape[1]
+        return encode_after_prefix(clip, states, prompts[:, p:], eot - p)
 
 
 def _project(attn, x):
@@ -230,28 +236,46 @@ def _attend(attn, q, k, v, mask=None):
     return attn.out_proj(out.transpose(1, 2).reshape(n, s, d))
 
 
-def encode_with_shared_prefix(clip, prefix: torch.Tensor, rest: torch.Tensor, eot_index: torch.Tensor):
-    """Text features (N, E) of prompts cat(prefix, rest_i), the prefix (P, width) shared by all rows.
+def prefix_states(clip, prefix: torch.Tensor) -> list:
+    """Per layer of the text transformer, the keys and values (1, P, D) of a prefix (P, width) of token
+    embeddings (before the positional embedding) that every prompt of a pass starts with.
 
-    Same function as `clip.encode_text_embeddings(cat(prefix, rest), eot)`: under the causal mask the
-    prefix positions attend only to the prefix, so their states are computed once (one row) and each
-    row's own positions (N, S, width) attend to [prefix keys; own keys]. eot_index counts from the end
-    of the prefix (the EOT is never inside it).
+    Under the causal mask the prefix positions attend only to the prefix, so their hidden states, keys
+    and values are the same in every prompt: computed once, on one row, and read by `encode_after_prefix`.
     """
-    p, (n, s, _) = prefix.shape[0], rest.shape
-    positions = clip.positional_embedding.to(rest.dtype)
-    x_p = (prefix + positions[:p])[None]  # (1, P, width)
-    x_r = rest + positions[p : p + s]  # (N, S, width)
-    # row i's position j may see the whole prefix and its own positions <= j
+    p, blocks = prefix.shape[0], clip.transformer.resblocks
+    x = (prefix + clip.positional_embedding[:p].to(prefix.dtype))[None]  # (1, P, width)
+    states = []
+    for i, block in enumerate(blocks):
+        q, k, v = _project(block.attn, block.ln_1(x))  # (1, P, D)
+        states.append((k, v))
+        if i + 1 < len(blocks):  # the last layer's output is never read
+            x = x + _attend(block.attn, q, k, v)
+            x = x + block.mlp(block.ln_2(x))
+    return states
+
+
+def encode_after_prefix(clip, states: list, rest: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+    """Text features (N, E) of prompts cat(prefix, rest_i), from the prefix's `prefix_states` and the
+    rows' own token embeddings rest (N, S, width); eot_index (N,) counts from the end of the prefix.
+
+    Row i's position j attends to the prefix keys and its own positions <= j: the same function as
+    `clip.encode_text_embeddings(cat(prefix, rest), eot)` with the prefix positions not recomputed per row.
+    """
+    p, (n, s, _) = states[0][0].shape[1], rest.shape
+    x = rest + clip.positional_embedding[p : p + s].to(rest.dtype)  # (N, S, width)
     mask = torch.ones(s, p + s, dtype=torch.bool, device=rest.device).tril(diagonal=p)  # (S, P + S)
-    for block in clip.transformer.resblocks:
-        q_p, k_p, v_p = _project(block.attn, block.ln_1(x_p))  # (1, P, D)
-        q_r, k_r, v_r = _project(block.attn, block.ln_1(x_r))  # (N, S, D)
-        keys = torch.cat([k_p.expand(n, p, -1), k_r], dim=1)  # (N, P + S, D)
-        values = torch.cat([v_p.expand(n, p, -1), v_r], dim=1)
-        x_p = x_p + _attend(block.attn, q_p, k_p, v_p)
-        x_p = x_p + block.mlp(block.ln_2(x_p))
-        x_r = x_r + _attend(block.attn, q_r, keys, values, mask)
-        x_r = x_r + block.mlp(block.ln_2(x_r))
-    x_r = clip.ln_final(x_r)
-    return x_r[torch.arange(n, device=x_r.device), eot_index] @ clip.text_projection
+    for block, (k_p, v_p) in zip(clip.transformer.resblocks, states):
+        q, k, v = _project(block.attn, block.ln_1(x))  # (N, S, D)
+        keys = torch.cat([k_p.expand(n, p, -1), k], dim=1)  # (N, P + S, D)
+        values = torch.cat([v_p.expand(n, p, -1), v], dim=1)
+        x = x + _attend(block.attn, q, keys, values, mask)
+        x = x + block.mlp(block.ln_2(x))
+    x = clip.ln_final(x)
+    return x[torch.arange(n, device=x.device), eot_index] @ clip.text_projection
+
+
+def encode_with_shared_prefix(clip, prefix: torch.Tensor, rest: torch.Tensor, eot_index: torch.Tensor):
+    """Text features (N, E) of prompts cat(prefix, rest_i), the prefix (P, width) shared by all rows:
+    `encode_after_prefix(clip, prefix_states(clip, prefix), rest, eot_index)`."""
+    return encode_after_prefix(clip, prefix_states(clip, prefix), rest, eot_index)
