@@ -10,7 +10,9 @@ ctx for `--images` images x `--views` augmented views (the paper: 32 x 4 = 128 r
   base-10 margin, -1e6 mask) and `F.cross_entropy`;
 - `tinyprompt`: `POMP.loss`: each class encoded once (dedup of positives and collisions), EOT truncation
   and the shared SOS + context prefix, prompts sorted by length into activation-checkpointed chunks of
-  `--text-chunk`, and the fused `sampled_softmax_loss` (no (B, K) logits kept).
+  `--text-chunk`, and the fused `sampled_softmax_loss` (no (B, K) logits kept). Several `--text-chunk`
+  values give one variant each (`tinyprompt c256`, ...), measured in the same run: fewer, larger passes
+  launch fewer kernels (what a GPU step is bound by at this size), smaller ones pad less.
 Both compute the same loss (reported, with its difference) on the same inputs and negatives. The image
 encoder is frozen and its features are cached in tinyprompt (the official trainer re-encodes every
 step): both variants take the image features as given, so the image side is not in either number.
@@ -30,8 +32,12 @@ from bench.clip_text import class_names, text_tower
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.methods.pomp import POMP, POMPConfig, margins, official_logits, sampled_columns
 
-VARIANTS = ("official", "tinyprompt")
 N_CLASSES = 10450  # ImageNet-21K-P winter21, the released setting
+
+
+def variant_names(text_chunks: list) -> list:
+    """["official", "tinyprompt"] for one --text-chunk value, else one "tinyprompt cN" per value."""
+    return ["official"] + (["tinyprompt"] if len(text_chunks) == 1 else [f"tinyprompt c{c}" for c in text_chunks])
 
 
 def build(clip, variant: str, k: int, n_classes: int, text_chunk: int, seed: int = 0) -> POMP:
@@ -94,7 +100,8 @@ def add_args(parser) -> None:
     parser.add_argument("--images", type=int, default=None, help="images per step (default: 32; quick 8)")
     parser.add_argument("--views", type=int, default=4, help="augmented views per image (official K_TRANSFORMS)")
     parser.add_argument("--classes", type=int, default=None, help=f"N, classes sampled from (default: {N_CLASSES}; quick 2000)")
-    parser.add_argument("--text-chunk", type=int, default=256, help="tinyprompt's prompts per text-encoder pass")
+    parser.add_argument("--text-chunk", type=int, nargs="+", default=[256],
+                        help="tinyprompt's prompts per text-encoder pass (0 = all in one); several values: one variant each")
     parser.add_argument("--reps", type=int, default=None, help="timed steps per variant (default: 3, quick 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
 
@@ -106,7 +113,9 @@ def run(args):
     n_classes = args.classes or (2000 if args.quick else N_CLASSES)
     reps = args.reps or (2 if args.quick else 3)
     clip = text_tower(args.device)
-    steps = {v: step_fn(clip, v, k, images, args.views, n_classes, args.text_chunk) for v in VARIANTS}
+    variants = variant_names(args.text_chunk)
+    chunks = dict(zip(variants[1:], args.text_chunk))  # the official step has no chunks
+    steps = {v: step_fn(clip, v, k, images, args.views, n_classes, chunks.get(v, 0)) for v in variants}
     losses = {v: float(fn()) for v, fn in steps.items()}  # also the warm-up (the first SGD step changes ctx equally)
     times = harness.time_interleaved(steps, args.device, warmup=0, reps=reps)
     text_rows = {v: fn.text_rows for v, fn in steps.items()}
@@ -115,24 +124,26 @@ def run(args):
     report = harness.Report("pomp", args.device, args.out)
     dtype = "bf16 autocast" if cuda else "fp32"
     rows = {}
-    for variant in VARIANTS:
+    for variant in variants:
         row = dict(variant=variant, images=images, views=args.views, B=images * args.views, K=k, N=n_classes, dtype=dtype,
                    n_ctx=16, text_rows=text_rows[variant], positions="77" if variant == "official" else "to EOT",
-                   text_chunk=0 if variant == "official" else args.text_chunk, **harness.summarize(times[variant]),
+                   text_chunk=chunks.get(variant), **harness.summarize(times[variant]),
                    first_loss=losses[variant], loss_diff=abs(losses[variant] - losses["official"]))  # fmt: skip
         if not args.no_memory:
             kwargs = dict(variant=variant, k=k, images=images, views=args.views, n_classes=n_classes,
-                          text_chunk=args.text_chunk, device=args.device)  # fmt: skip
+                          text_chunk=chunks.get(variant, 0), device=args.device)  # fmt: skip
             row["peak_gb"] = harness.peak_memory("bench.pomp:factory", kwargs, args.device) / 2**30
         rows[variant] = report.add(**row)
-    official, ours = rows["official"], rows["tinyprompt"]
-    ours["speedup_vs_official"] = official["median_s"] / ours["median_s"]
-    if "peak_gb" in ours:
-        ours["memory_ratio_vs_official"] = official["peak_gb"] / ours["peak_gb"]
-    print(f"tinyprompt vs official: {ours['speedup_vs_official']:.1f}x faster step"
-          + (f", {ours['memory_ratio_vs_official']:.1f}x lower peak memory" if "peak_gb" in ours else ""))
-    report.write(["variant", "B", "K", "N", "dtype", "text_rows", "positions", "median_s", "p20_s", "p80_s", "peak_gb",
-                  "speedup_vs_official", "memory_ratio_vs_official", "first_loss", "loss_diff"],
+    official = rows["official"]
+    for variant in variants[1:]:
+        ours = rows[variant]
+        ours["speedup_vs_official"] = official["median_s"] / ours["median_s"]
+        if "peak_gb" in ours:
+            ours["memory_ratio_vs_official"] = official["peak_gb"] / ours["peak_gb"]
+        print(f"{variant} vs official: {ours['speedup_vs_official']:.2f}x faster step"
+              + (f", {ours['memory_ratio_vs_official']:.1f}x lower peak memory" if "peak_gb" in ours else ""))
+    report.write(["variant", "B", "K", "N", "dtype", "text_rows", "positions", "text_chunk", "median_s", "p20_s",
+                  "p80_s", "peak_gb", "speedup_vs_official", "memory_ratio_vs_official", "first_loss", "loss_diff"],
                  title=f"POMP training step: official formulation vs tinyprompt ({args.device}, {images} images x "
                        f"{args.views} views, K {k}, N {n_classes}, ViT-B/16 text tower, n_ctx 16)")  # fmt: skip
     report.plot("K", "median_s", "variant", "seconds per step")

@@ -184,12 +184,18 @@ def test_bad_inputs(clip):
         ClassPrompts(clip, ["word " * 80], 4)
 
 
-def test_chunks_hold_one_prompt_length_each(clip, monkeypatch):
-    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=2)
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 6, 7])
+def test_chunks_are_equal_slices_of_the_rows_sorted_by_length(clip, monkeypatch, chunk_size):
+    """As few passes as chunk_size allows (ceil(7 / chunk_size)), of sizes differing by at most one, over
+    the rows sorted by EOT, so each pass pads its rows only to the longest of its neighbours in length."""
+    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=chunk_size)
     seen = []
     real = prompts._encode_rows
     monkeypatch.setattr(prompts, "_encode_rows", lambda c, ctx, idx, states: seen.append(idx) or real(c, ctx, idx, states))
     with torch.no_grad():
         prompts.encode(clip, torch.randn(4, 32))
     assert sorted(torch.cat(seen).tolist()) == list(range(len(NAMES)))  # every class exactly once
-    assert all(len(part) <= 2 and len(set(prompts.eot_index[part].tolist())) == 1 for part in seen)
+    sizes = [len(part) for part in seen]
+    assert len(seen) == -(-len(NAMES) // chunk_size) and max(sizes) <= chunk_size and max(sizes) - min(sizes) <= 1
+    lengths = prompts.eot_index[torch.cat(seen)].tolist()
+    assert lengths == sorted(lengths) and len(set(prompts.eot_index.tolist())) > 1  # NAMES have several lengths

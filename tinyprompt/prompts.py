@@ -24,13 +24,16 @@ its own ~1,000 rows: 551 MiB for POMP's 10,450 names at width 512 (L = 27), 1.1 
 
 Encoding is exact and cheaper than the official code, which runs all 77 positions of every prompt:
 - EOT truncation: the transformer is causal and pools at the EOT, so positions after the longest EOT
-  of a pass never matter; with chunks, rows are grouped by length so no row is padded at all;
+  of a pass never matter; chunks take the rows sorted by length, so a row is padded only up to its
+  neighbours in length;
 - shared prefix: with a shared context and the class token at the end (or middle), positions
   0..P-1 (SOS + context) are identical in every prompt, and so (causal mask) are their hidden states:
   they are computed once per `encode` call (one row) and every row of every chunk attends to them;
-- chunks (at most `chunk_size` prompts of one length per pass, optionally activation-checkpointed)
-  bound memory for thousands of classes; `chunk_size=0` encodes all rows in one padded pass (fewer,
-  larger kernels: better on GPU for up to a few thousand prompts);
+- chunks (ceil(R / chunk_size) passes of equal size, optionally activation-checkpointed) bound memory
+  for thousands of classes; `chunk_size=0` encodes all rows in one padded pass. Fewer passes mean
+  fewer kernel launches (a POMP step of 1,029 prompts: 10,047 aten ops at chunk_size 256, 4,650 at
+  1,024, 2,841 in one pass; the official formulation: 1,007), smaller ones less padding and cache
+  traffic (the same step, ViT-B/16 text tower, fp32 on 2 CPU cores: 10.9 s, 15.6 s, 27.3 s);
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
 """
 import functools
@@ -198,11 +201,11 @@ class ClassPrompts(nn.Module):
             states = prefix_states(clip, self.assemble(ctx, class_idx[:1], prefix, clip)[0])
         if not self.chunk_size:
             return self._encode_chunk(clip, ctx, class_idx, states)
-        # one prompt length per chunk, so no row is padded: sort by EOT, cut where the length changes
-        lengths, order = torch.sort(self.eot_index[class_idx], stable=True)
-        runs = torch.unique_consecutive(lengths, return_counts=True)[1].tolist()
+        # as few chunks as chunk_size allows, of equal size, over the rows sorted by length: each chunk runs to
+        # its own longest EOT, so rows are padded by the few positions their neighbours in length add
+        order = torch.sort(self.eot_index[class_idx], stable=True)[1]
         pieces = []
-        for part in (chunk for run in order.split(runs) for chunk in run.split(self.chunk_size)):
+        for part in order.tensor_split(-(-order.numel() // self.chunk_size)):
             part_ctx = ctx if ctx.dim() == 2 else ctx[part]
             pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part], states))
         return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order
