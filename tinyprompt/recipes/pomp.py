@@ -67,7 +67,8 @@ def add_args(parser) -> None:
     prompt.add_argument("--sampler", default="per_step", choices=SAMPLERS,
                         help="per_step: negatives seeded by (seed, step, rank); official: one seeded generator")
     prompt.add_argument("--text-chunk", type=int_at_least(0), default=256,
-                        help="prompts per text-encoder pass (0 = all K at once); bounds activation memory")
+                        help="prompts per text-encoder pass (0 = all K at once); bounds activation memory. Fewer passes "
+                             "launch fewer kernels (a GPU step of ~1,000 prompts is launch-bound), smaller ones pad less")
     prompt.add_argument("--no-checkpoint-text", action="store_true",
                         help="keep every chunk's activations instead of recomputing them in backward (faster, more memory)")
     optim = parser.add_argument_group("optimisation (official POMP defaults)")
