@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddp import torchrun
 from engine_worker import Indexed, Toy, ToyPrompt, ce_loss, ddp_config
 from golden import golden_params, load
 from tinyprompt.engine import StepInfo, TrainConfig, build_optimizer, lr_at, train
@@ -349,11 +350,10 @@ def test_autocast_trains_close_to_fp32(tmp_path, device, precision):
 # ---------------------------------------------------------------- DDP: 2 gloo processes == 1 process
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(WORKER), "ddp", str(tmp_path)], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = tmp_path / "ddp"
+    done = torchrun(lambda folder: [str(WORKER), "ddp", str(folder)], out, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["writes"] > 0 and ranks[1]["writes"] == 0  # rank 0 alone writes
     assert torch.equal(ranks[0]["ctx"], ranks[1]["ctx"])  # both ranks hold the same learned tensor
 
@@ -370,5 +370,5 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         assert not set(ranks[0]["seen"][step]) & set(ranks[1]["seen"][step]) and sorted(halves) == sorted(batch)
     torch.testing.assert_close(ranks[0]["ctx"], single.ctx.detach(), atol=1e-6, rtol=0)
     assert ranks[0]["losses"] == pytest.approx([e["loss"] for e in expected["epochs"]], abs=1e-6)
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
