@@ -31,8 +31,8 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   they are computed once per `encode` call (one row) and every row of every chunk attends to them;
 - chunks (ceil(R / chunk_size) passes of equal size, optionally activation-checkpointed) bound memory
   for thousands of classes; `chunk_size=0` encodes all rows in one padded pass. Fewer passes mean
-  fewer kernel launches (a POMP step of 1,029 prompts: 10,047 aten ops at chunk_size 256, 4,650 at
-  1,024, 2,841 in one pass; the official formulation: 1,007), smaller ones less padding and cache
+  fewer kernel launches (a POMP step of 1,029 prompts: 10,042 aten ops at chunk_size 256, 4,648 at
+  1,024, 2,840 in one pass; the official formulation: 1,007), smaller ones less padding and cache
   traffic (the same step, ViT-B/16 text tower, fp32 on 2 CPU cores: 10.9 s, 15.6 s, 27.3 s);
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
 """
@@ -46,8 +46,7 @@ from torch.utils.checkpoint import checkpoint
 from tinyprompt.clip import eot_index as first_eot
 from tinyprompt.tokenizer import model_tokenizer, tokenize_for
 
-__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "encode_with_shared_prefix",
-           "prefix_states", "random_context"]
+__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "prefix_states", "random_context"]
 
 POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
 
@@ -159,12 +158,15 @@ class ClassPrompts(nn.Module):
         source = torch.where(q <= a, q - 1, source)  # context before the name
         return torch.where(q == 0, n, source)  # SOS is fixed 0
 
-    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None, clip=None):
-        """Prompt embeddings (R, length, width) of the classes `class_idx` (default: all, R = n_cls).
+    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None, clip=None,
+                 start: int = 0):
+        """Prompt embeddings (R, length - start, width): positions [start, length) of the prompts of the
+        classes `class_idx` (default: all, R = n_cls).
 
         ctx: (n_ctx, width) shared by all rows, or (R, n_ctx, width) one per row (class-specific
         contexts indexed by the caller, or SHIP's per-sample contexts). length: default all kept positions.
         clip: the model whose token embedding gives the fixed part (default: the one these prompts were built with).
+        start: the first position returned (after a shared prefix that is encoded once, not per row).
         """
         idx = torch.arange(self.n_cls, device=self.token_ids.device) if class_idx is None else class_idx
         length = self.length if length is None else length
@@ -178,8 +180,8 @@ class ClassPrompts(nn.Module):
         fixed = self._fixed(embedding, idx, length)  # (R, L, width): only these rows are ever looked up
         ctx = ctx.to(fixed.dtype).expand(rows, self.n_ctx, width)
         sequence = torch.cat([ctx, fixed], dim=1)  # (R, n_ctx + L, width)
-        source = self._layout(self.name_length[idx], length)[..., None].expand(rows, length, width)
-        return sequence.gather(1, source)  # (R, L, width): copies, so prompts are exact
+        source = self._layout(self.name_length[idx], length)[:, start:, None].expand(rows, length - start, width)
+        return sequence.gather(1, source)  # (R, L - start, width): copies, so prompts are exact
 
     def shared_prefix_length(self, ctx: torch.Tensor) -> int:
         """Leading positions identical in every prompt: SOS plus the context before the class tokens."""
@@ -215,15 +217,14 @@ class ClassPrompts(nn.Module):
             return checkpoint(functools.partial(self._encode_rows, clip), ctx, class_idx, states, use_reentrant=False)
         return self._encode_rows(clip, ctx, class_idx, states)
 
-    def _encode_rows(self, clip, ctx, class_idx, states=None):
+    def _encode_rows(self, clip, ctx, class_idx, states):
         """Features of the rows `class_idx`, truncated at their longest EOT; after the prefix `states` when given."""
         eot = self.eot_index[class_idx]  # (R,)
         length = self.length if self.full_length else int(eot.max()) + 1
-        prompts = self.assemble(ctx, class_idx, length, clip)  # (R, L, width), the fixed part looked up here
         if states is None:
-            return clip.encode_text_embeddings(prompts, eot)
-        p = states[0][0].shape[1]
-        return encode_after_prefix(clip, states, prompts[:, p:], eot - p)
+            return clip.encode_text_embeddings(self.assemble(ctx, class_idx, length, clip), eot)
+        p = states[0][0].shape[1]  # the prefix positions are in `states`: only the rest is assembled
+        return encode_after_prefix(clip, states, self.assemble(ctx, class_idx, length, clip, start=p), eot - p)
 
 
 def _project(attn, x):
@@ -276,9 +277,3 @@ def encode_after_prefix(clip, states: list, rest: torch.Tensor, eot_index: torch
         x = x + block.mlp(block.ln_2(x))
     x = clip.ln_final(x)
     return x[torch.arange(n, device=x.device), eot_index] @ clip.text_projection
-
-
-def encode_with_shared_prefix(clip, prefix: torch.Tensor, rest: torch.Tensor, eot_index: torch.Tensor):
-    """Text features (N, E) of prompts cat(prefix, rest_i), the prefix (P, width) shared by all rows:
-    `encode_after_prefix(clip, prefix_states(clip, prefix), rest, eot_index)`."""
-    return encode_after_prefix(clip, prefix_states(clip, prefix), rest, eot_index)
