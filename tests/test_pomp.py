@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import GOLDEN, golden_params, load
+from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt import engine
 from tinyprompt.clip import CLIP, build_model
 from tinyprompt.cli import main
@@ -367,7 +368,8 @@ def test_prompt_transfers_to_any_class_list_and_initialises_coop():
     loaded = POMP.from_prompt_state_dict(clip, other, state, text_chunk=1)
     coop = CoOp.from_prompt_state_dict(clip, other, coop_prompt_state(state))
     with torch.no_grad():
-        torch.testing.assert_close(loaded.text_features(), coop.text_features(), atol=1e-6, rtol=0)
+        # text_chunk=1 encodes each prompt alone, CoOp all at once: the same sums, reordered
+        assert_rounding_close(loaded.text_features(), coop.text_features(), *text_depth(clip))
     assert torch.equal(coop.ctx, pomp.ctx) and coop.config.n_ctx == 4 and not coop.config.csc
     with pytest.raises(ValueError, match="needs? 2 <= k"):
         loaded.negatives(0)
@@ -410,7 +412,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     update = single["ctx"] - start
     assert update.abs().max() > 1e-4  # the steps moved the context
     for rank in ranks:
-        torch.testing.assert_close(rank["ctx"] - start, update, atol=1e-6 * max(1.0, update.abs().max().item()), rtol=0)
+        # two ranks sum the gradient in another order: equal up to the rounding of the steps through the text tower
+        k, depth = text_depth(tiny_clip(), backward=True)
+        assert_rounding_close(rank["ctx"] - start, update, k, steps_depth(depth, len(single["negatives"])))
 
 
 # ----------------------------------------------------------------------------- data: large label spaces
@@ -530,10 +534,11 @@ def test_train_eval_export_end_to_end(tmp_path):
                  str(classes), "--out", str(emb_path), "--device", "cpu"]) == 0  # fmt: skip
     emb = np.load(emb_path)
     assert emb.shape == (3, 32) and emb.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+    assert_rounding_close(torch.from_numpy(np.linalg.norm(emb, axis=1)), torch.ones(3), k=emb.shape[1])  # a norm
     with torch.no_grad():
         expected = F.normalize(POMP.from_prompt_state_dict(clip, ["dog", "cat", "boeing 747"], state).text_features())
-    np.testing.assert_allclose(emb, expected.numpy(), atol=1e-6, rtol=0)
+    k, depth = text_depth(clip)  # the command encodes the classes in its own chunks: equal up to rounding
+    assert_rounding_close(torch.from_numpy(emb), expected, k, depth + 1)
     with pytest.raises(ValueError, match="use a .npy file name"):
         main(["export-classifier", "--prompt", str(out / "prompt.pt"), "--model", str(model), "--classes", str(classes),
               "--out", str(tmp_path / "emb.txt")])  # fmt: skip
