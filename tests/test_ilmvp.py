@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from golden import GOLDEN, golden_params, load
+from tolerance import U, adam_reach, assert_rounding_close, assert_within, rounding_bound, tower_depth
 from tinyprompt.engine import TrainConfig, lr_at, train
 from tinyprompt.methods.ilmvp import (
     ILM_TEMPLATES, ILMVP, AdditivePrompt, CLIPClassifier, FrozenClassifier, ILMVPConfig, PaddingPrompt,
@@ -251,7 +252,8 @@ def test_clip_zero_shot_source_over_a_source_label_set():
     source = CLIPClassifier(clip, weights, source_names)
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(source(images), zeroshot_logits(clip, images, weights), rtol=0, atol=1e-4)
+        k, depth = tower_depth(clip.visual.transformer, 3 * 2 * 2)  # the same features, batched differently
+        assert_rounding_close(source(images), zeroshot_logits(clip, images, weights), k, depth + 2)  # + norm, logits
     model = ILMVP(source, AdditivePrompt(32, 4), 3)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     freq, mapping = model.frequency_mapping([(images, labels)])
@@ -337,9 +339,19 @@ def test_golden_training_trajectory_through_the_engine(case):
     if case["grads"] is not None:
         for got, want in zip(seen["grads"], case["grads"], strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=max(1e-7, 1e-5 * float(want.abs().max())))
+    # Adam rescales every gradient to a step of about lr, so rounding moves the program by amounts that grow with
+    # the learning rates of the steps so far (tests/tolerance.py adam_reach): an entry whose gradient is within
+    # rounding of zero may step either way (2 x the reach); the rest carry the gradient's relative rounding ρ
+    # (the source net's backward: fc over c2·49 inputs, conv2, conv1, the normalisation) plus one ulp a step.
+    reach = torch.tensor(adam_reach(case["step_lr"], tuple(case["betas"])), dtype=torch.float32)
+    rho = rounding_bound(torch.ones(()), k=case["source_net_config"]["c2"] * 49, depth=4)
     programs = torch.stack(seen["programs"])
-    torch.testing.assert_close(programs, case["programs"], rtol=0, atol=1e-4)
-    assert ((programs - case["programs"]).abs() <= 1e-6).float().mean() > 0.999, name
+    diff = (programs - case["programs"]).abs().flatten(1)  # (steps, entries)
+    steps = torch.arange(1, len(reach) + 1)
+    ulps = steps * 2 * U * case["programs"].abs().flatten(1).amax(1)
+    assert_within(diff, torch.zeros_like(diff), (2 * reach)[:, None], f"{name}: programs beyond Adam's reach")
+    bulk = (diff <= (2 * rho * reach + ulps)[:, None]).float().mean(1)
+    assert bool((bulk > 0.999).all()), f"{name}: share of program entries within rounding, per step: {bulk.tolist()}"
     # frozen backbone: bit-identical weights and BN statistics, eval mode, no gradients; centre fixed
     for key, value in case["source_net_state_dict"].items():
         assert torch.equal(net.state_dict()[key], value), key
