@@ -13,6 +13,7 @@ and gradients flow through the whole frozen text encoder into ctx. CLIP stays in
 training (the official trainer switches only the prompt learner to train mode), so a ResNet's
 BatchNorm keeps its running statistics.
 """
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -32,7 +33,7 @@ ENCODING_FIELDS = ("text_chunk", "checkpoint", "share_prefix", "full_length", "l
 class CoOpConfig:
     n_ctx: int = 16  # context vectors (CoOp's default); with ctx_init the word count wins (official quirk)
     ctx_init: str = ""  # "" = random N(0, init_std²) init; else init words, e.g. "a photo of a" (CoOp's "v1")
-    csc: bool = False  # class-specific contexts (one set per class) instead of one shared set
+    csc: bool = False  # class-specific contexts (one set per class) instead of one shared set; not with ctx_init
     class_token_position: str = "end"  # "end" | "middle" | "front": where the class name sits in the prompt
     init_std: float = 0.02  # std of the random init (CoOp)
     loss: str = "cross_entropy"  # F.cross_entropy (official) | tinyprompt.kernels.sampled_softmax_loss (same numbers)
@@ -46,9 +47,10 @@ class CoOpConfig:
             raise ValueError(f"CoOpConfig.n_ctx = {self.n_ctx!r}: use an int >= 1")
         if self.class_token_position not in POSITIONS:
             raise ValueError(f"CoOpConfig.class_token_position = {self.class_token_position!r}: use one of {POSITIONS}")
-        if self.csc and self.ctx_init:
-            raise ValueError("CoOpConfig: csc=True with ctx_init set: the official code silently ignores csc then "
-                             "(one shared context from the words); set csc=False, or ctx_init='' for class-specific contexts")
+        if self.csc and self.ctx_init:  # official quirk, reproduced: the words give one shared context
+            warnings.warn("CoOpConfig: csc=True is ignored when ctx_init is given (one shared context from the words, as "
+                          "the official code builds it); use ctx_init='' for class-specific contexts", stacklevel=3)
+            self.csc = False  # what is learned, so a saved prompt says so and transfers like any shared context
         if self.init_std <= 0:
             raise ValueError(f"CoOpConfig.init_std = {self.init_std!r}: use a value > 0")
         if self.loss not in LOSSES:
