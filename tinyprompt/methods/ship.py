@@ -222,11 +222,12 @@ def split_base_new(train_labels) -> tuple[list[int], list[int]]:
     """(base, new) original labels: of the labels present in the train list, sorted, the first ceil(n/2)
     are base and the rest new (OxfordPets.subsample_classes; an odd n gives base the extra class).
 
-    Only the train list counts (quirk 10): a class without training images leaves both groups.
+    Only the train list counts (quirk 10): a class without training images leaves both groups. As in the
+    official rule, one class gives base [it] and no new classes; the caller decides whether it can run without.
     """
     labels = sorted(set(int(label) for label in train_labels))
-    if len(labels) < 2:
-        raise ValueError(f"a base-to-new split needs at least 2 classes in the train list, got {labels}")
+    if not labels:
+        raise ValueError("a base-to-new split needs at least 1 class in the train list, got none")
     m = (len(labels) + 1) // 2  # ceil(n / 2)
     return labels[:m], labels[m:]
 
