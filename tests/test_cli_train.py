@@ -17,7 +17,9 @@ import torch
 import tinyprompt.engine
 from ddp import torchrun
 from golden import GOLDEN, load
+from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt.cli import main
+from tinyprompt.clip import build_model
 
 PIL = pytest.importorskip("PIL.Image", reason="the image data path needs Pillow")
 CLASSES = ["golden_retriever", "tabby_cat", "boeing 747"]
@@ -136,10 +138,13 @@ def test_torchrun_two_processes_equal_one(world, tmp_path):
     assert done.stdout.count("[tinyprompt] test final") == 1  # rank 0 alone evaluates, prints and writes
     single, ddp = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("single", "ddp"))
     assert [e["steps"] for e in ddp["epochs"]] == [3, 3]  # 12 images, global batch 2 x 2 processes
-    assert [e["loss"] for e in ddp["epochs"]] == pytest.approx([e["loss"] for e in single["epochs"]], rel=1e-5)
+    # the ranks sum the batch in another order: the same 6 SGD steps through the text tower, up to rounding
+    k, depth = text_depth(build_model(torch.load(world[0], weights_only=True)), backward=True)
+    losses = (torch.tensor([e["loss"] for e in run["epochs"]]) for run in (ddp, single))
+    assert_rounding_close(*losses, k, steps_depth(depth, 6))
     assert ddp["world_size"] == 2 and torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2
     a, b = (torch.load(tmp_path / run / "prompt.pt", weights_only=True)["ctx"] for run in ("single", "ddp"))
-    torch.testing.assert_close(b, a, atol=5e-6, rtol=0)  # measured 1e-6: gradients averaged across ranks
+    assert_rounding_close(b, a, k, steps_depth(depth, 6))
 
 
 def _help_blocks(capsys, *command) -> dict:
@@ -168,7 +173,7 @@ HELP_DEFAULTS = {
         "--loss": "cross_entropy", "--text-chunk": "0", "--checkpoint-text": "False", "--epochs": "None",
         "--batch-size": "32", "--lr": "0.002", "--momentum": "0.9", "--weight-decay": "0.0005",
         "--warmup-epochs": "1", "--warmup-lr": "1e-05", "--precision": "auto", "--views": "10",
-        "--reencode": "False", "--eval-every": "1", "--resume": "False", "--workers": "0",
+        "--reencode": "False", "--eval-every": "1", "--resume": "False", "--overwrite": "False", "--workers": "0",
         "--encode-batch-size": "64", "--device": "auto",
     },  # CoOp's official defaults: SGD lr 0.002, momentum 0.9, wd 5e-4, batch 32, 16 ctx, 1 warm-up epoch at 1e-5
     ("eval",): {

@@ -15,14 +15,21 @@ before every step, so a resumed run needs no scheduler object and continues exac
 - "constant".
 Any warm-up comes first and shifts the schedule after it, like Dassl's warm-up wrapper.
 
+An out_dir holds one run. train() refuses a folder that already holds one (any of RUN_FILES) unless
+`resume` continues it or `overwrite` replaces it, and it refuses, before any training, a folder it cannot
+write. A resume also refuses a changed config or changed training data (`data_fingerprint`), naming what
+changed, and a checkpoint that is damaged or is not a tinyprompt checkpoint (never unpickled unsafely).
+
 Multi-process training is `torchrun` + `torch.distributed`: each rank draws its shard of every epoch's
 shuffle (DistributedSampler, seeded by (seed, epoch)), and the gradients of the learned tensors are
 averaged across ranks after every backward (with mean-reduced losses over equal shards this equals one
 process over the whole batch). Only rank 0 writes files and prints.
 """
+import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -33,9 +40,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from tinyprompt.io import atomic_save, atomic_write
+from tinyprompt.io import atomic_save, atomic_write, writable_dir
 
-__all__ = ["TrainConfig", "StepInfo", "lr_at", "build_optimizer", "train", "distributed_info", "is_main_process"]
+__all__ = ["TrainConfig", "StepInfo", "lr_at", "build_optimizer", "train", "check_out_dir", "distributed_info",
+           "is_main_process", "CheckpointError", "DivergedError", "RUN_FILES", "PARAMETERS"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "cosine_iter", "multistep", "constant")
@@ -43,6 +51,22 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # config fields that cannot change the learned tensors, so a resumed run may change them (num_workers can:
 # a random transform draws from the workers' RNGs instead of the main one)
 _RESUME_FREE = ("log_every",)
+RUN_FILES = ("checkpoint.pt", "best.pt", "prompt.pt", "metrics.json")  # what train() writes into out_dir
+# what a checkpoint.pt written by train() holds: anything else is not one
+_CHECKPOINT_KEYS = {"epoch", "global_step", "world_size", "config", "prompt", "optimizer", "scaler", "rng", "history",
+                    "best"}
+# how messages name the options a user can change, as the advice spells them: train()'s own parameters and
+# TrainConfig fields. A command passes its flags instead (`flags=`); an option it lacks is left out of the advice.
+PARAMETERS = {"out_dir": "out_dir", "resume": "resume=True", "overwrite": "overwrite=True", "lr": "lr",
+              "grad_clip": "grad_clip", "precision": "precision='fp32'"}
+
+
+class CheckpointError(ValueError):
+    """out_dir/checkpoint.pt cannot be resumed from: it is damaged, or it is not a tinyprompt checkpoint."""
+
+
+class DivergedError(FloatingPointError, ValueError):
+    """The loss or a learned tensor became non-finite (a ValueError too: a command reports it in one line)."""
 
 
 @dataclass
@@ -76,6 +100,8 @@ class TrainConfig:
             _check(name, value, isinstance(value, int) and value >= low, f"an int >= {low}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("precision", PRECISIONS)):
             _check(name, getattr(self, name), getattr(self, name) in allowed, f"one of {allowed}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_lr", "eps", "gamma"):  # the bounds below pass inf
+            _check(name, getattr(self, name), math.isfinite(getattr(self, name)), "a finite number")
         _check("lr", self.lr, self.lr > 0, "> 0")
         for name in ("momentum", "weight_decay", "warmup_lr"):
             _check(name, getattr(self, name), getattr(self, name) >= 0, ">= 0")
@@ -141,7 +167,8 @@ def is_main_process() -> bool:
 
 
 def train(model, loss_fn, train_data, config: TrainConfig, out_dir=None, resume=False, eval_fn=None,
-          epoch_start_fn=None, device="cpu") -> dict:
+          epoch_start_fn=None, device="cpu", overwrite=False, data_fingerprint: dict | None = None,
+          flags: dict | None = None) -> dict:
     """Train the parameters of `model` that have requires_grad=True; see the module docstring.
 
     loss_fn(model, batch, info: StepInfo) -> loss, or (loss, {name: float}) for extra logged values.
@@ -153,6 +180,12 @@ def train(model, loss_fn, train_data, config: TrainConfig, out_dir=None, resume=
     epoch_start_fn(model, epoch): runs before each epoch.
     out_dir: checkpoint.pt (every epoch, atomic), metrics.json, best.pt, prompt.pt (at the end).
     resume: continue from out_dir/checkpoint.pt when it exists (a fresh start otherwise).
+    overwrite: replace the run already in out_dir. Each file is replaced atomically when this run writes it;
+      the old prompt.pt and best.pt go once this run's first checkpoint is saved, so an interruption before
+      then leaves the old run whole. Without resume or overwrite, an out_dir holding a run is refused.
+    data_fingerprint: {name: JSON-able value} of what defines the training data (class names, items, shots,
+      seed...); the checkpoint keeps a sha256 of each, and a resume on other data is refused, naming the parts.
+    flags: how error messages name the options (see PARAMETERS); a command passes its flags.
     The train/eval mode of the model is left to the method (CoOp keeps CLIP's BatchNorm in eval mode).
     Returns {"epochs": [per-epoch logs], "final": last epoch's log, "best": {"epoch", "metrics"} or None}.
     """
@@ -166,7 +199,8 @@ def train(model, loss_fn, train_data, config: TrainConfig, out_dir=None, resume=
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             own_group = True
     try:
-        result = _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device)
+        result = _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device, overwrite,
+                        _fingerprint(data_fingerprint), flags or PARAMETERS)
         if own_group:  # no rank tears its gloo/NCCL connections down while a peer still finishes a collective
             dist.barrier()  # (an early teardown once aborted a gloo rank at exit in CI: SIGABRT, "terminate called")
         return result
@@ -175,7 +209,31 @@ def train(model, loss_fn, train_data, config: TrainConfig, out_dir=None, resume=
             dist.destroy_process_group()
 
 
-def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device):
+def check_out_dir(out_dir, resume=False, overwrite=False, flags=None, stages=("",)) -> None:
+    """Refuse, before any training, an out_dir that cannot be written or whose earlier run nobody claimed.
+
+    Creates the folder. An earlier run is any of RUN_FILES in out_dir/<stage> for each of `stages` (a command
+    that runs the engine once per stage lists their sub-folders); `resume` continues it, `overwrite` replaces it.
+    flags: how the messages name the options, as for train().
+    """
+    names, out = flags or PARAMETERS, Path(out_dir)
+    if resume and overwrite:
+        raise ValueError(f"{names['resume']} continues the run in {names['out_dir']} and {names['overwrite']} "
+                         f"replaces it: use one, not both")
+    try:
+        writable_dir(out)
+    except OSError as e:
+        why = "it is a file" if out.is_file() else e.strerror or str(e)
+        raise ValueError(f"{names['out_dir']} {out} cannot hold the run's files ({why}): pass a folder you can "
+                         f"write to as {names['out_dir']}") from None
+    found = [str(Path(stage, name)) for stage in stages for name in RUN_FILES if (out / stage / name).is_file()]
+    if found and not (resume or overwrite):
+        raise ValueError(f"{names['out_dir']} {out} already holds a run ({', '.join(found)}): use {names['resume']} "
+                         f"to continue it, {names['overwrite']} to replace it, or another {names['out_dir']}")
+
+
+def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_start_fn, device, overwrite,
+           fingerprint, names):
     rank, world = distributed_info()
     main = rank == 0
     model.to(device)
@@ -191,12 +249,17 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
     checkpoint = out / "checkpoint.pt" if out is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs out_dir: the folder whose checkpoint.pt the run continues from")
+    stale = []  # the replaced run's files this run may not rewrite soon: removed once its first checkpoint is saved
+    if out is not None:
+        check_out_dir(out, resume, overwrite, names)
+        if overwrite:
+            stale = [out / name for name in ("best.pt", "prompt.pt") if (out / name).is_file()]
 
     _seed_all(config.seed + rank)  # distinct per rank, so ranks draw different augmentations
     history, best, start, global_step = [], None, 0, 0
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        _check_resumable(state, config, world, checkpoint)
+        state = _load_checkpoint(checkpoint, names)
+        _check_resumable(state, config, world, fingerprint, checkpoint, names)
         _load_learned(model, named, state["prompt"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None:
@@ -236,12 +299,12 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
             (scaler.scale(loss) if scaler is not None else loss).backward()
             loss_value = _average_grads_and_loss(params, loss.detach(), world)
             if not math.isfinite(loss_value):
-                raise FloatingPointError(
+                raise DivergedError(
                     f"non-finite loss {loss_value} at epoch {epoch}, step {step} (0-based; global step {global_step}; "
                     f"this rank's loss {loss.item()}). Training stopped before this update; "
                     + (f"{checkpoint} holds the last good state (after {epoch} completed epochs). "
                        if checkpoint is not None and epoch > 0 else "No checkpoint was written. ")
-                    + "Lower lr, set grad_clip, or use precision='fp32'."
+                    + _divergence_fixes(names)
                 )
             if config.grad_clip is not None:
                 if scaler is not None:
@@ -262,7 +325,7 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
         log = {"epoch": epoch, "loss": loss_sum / max(steps, 1), "lr": lr_at(config, epoch, 0, n_iter or 1),
                "steps": steps, "time_s": time.perf_counter() - started}
         log.update({name: total / max(steps, 1) for name, total in extra_sums.items()})
-        _check_finite(named, epoch, checkpoint)
+        _check_finite(named, epoch, checkpoint, names)
         if eval_fn is not None and main and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.max_epoch):
             with torch.no_grad():
                 metrics = {name: float(value) for name, value in eval_fn(model).items()}
@@ -288,8 +351,12 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
             atomic_save({"epoch": epoch + 1, "global_step": global_step, "world_size": world, "config": asdict(config),
                          "prompt": _learned_state(model, named), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_all,
-                         "history": history, "best": best}, checkpoint)
+                         "history": history, "best": best, "data": fingerprint}, checkpoint)
             _write_metrics(out / "metrics.json", config, world, history, best)
+            for path in stale:  # a best.pt saved while best is set is this run's own
+                if not (path.name == "best.pt" and best is not None):
+                    path.unlink(missing_ok=True)
+            stale = []
     if progress is not None:
         progress.close()
     if main and out is not None:
@@ -361,13 +428,21 @@ def _average_grads_and_loss(params, loss, world) -> float:
     return flat[-1].item()
 
 
-def _check_finite(named, epoch, checkpoint):
+def _check_finite(named, epoch, checkpoint, names):
     """Refuse to checkpoint non-finite learned tensors (the previous checkpoint stays the last good one)."""
     for name, p in named:
         if not torch.isfinite(p).all():
             kept = f"{checkpoint} keeps the state after epoch {epoch - 1}" if checkpoint else "nothing was saved"
-            raise FloatingPointError(f"learned tensor {name!r} has non-finite values after epoch {epoch} (0-based); "
-                                     f"{kept}. Lower lr, set grad_clip, or use precision='fp32'.")
+            raise DivergedError(f"learned tensor {name!r} has non-finite values after epoch {epoch} (0-based); "
+                                f"{kept}. " + _divergence_fixes(names))
+
+
+def _divergence_fixes(names) -> str:
+    """The advice for a diverged run, naming only the options the caller has."""
+    fixes = [f"{verb} {names[key]}" for verb, key in (("lower", "lr"), ("set", "grad_clip"), ("use", "precision"))
+             if key in names]
+    text = fixes[-1] if len(fixes) == 1 else ", ".join(fixes[:-1]) + ", or " + fixes[-1]
+    return text[0].upper() + text[1:] + "."
 
 
 def _learned_state(model, named) -> dict:
@@ -390,16 +465,49 @@ def _load_learned(model, named, state):
             p.copy_(state[name])
 
 
-def _check_resumable(state, config, world, path):
-    now = asdict(config)
+def _load_checkpoint(path, names) -> dict:
+    """The state in out_dir/checkpoint.pt, or a one-line CheckpointError naming the file and the fix."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and plain data; torch's message advises unsafe loading
+        state = None
+    except Exception:  # a cut file fails in many ways (RuntimeError, OSError, EOFError), none naming the file
+        raise CheckpointError(f"{path} is damaged or incomplete, so the run cannot resume from it: restore it from a "
+                              f"copy, or delete it to start the run over") from None
+    if not (isinstance(state, dict) and _CHECKPOINT_KEYS <= state.keys()):
+        raise CheckpointError(f"{path} is not a tinyprompt checkpoint, so it was not loaded (for safety: unpickling "
+                              f"an unknown file can run code): move it away, or use another {names['out_dir']}")
+    return state
+
+
+def _fingerprint(parts) -> dict | None:
+    """{name: [sha256 of its canonical JSON, a short description]} of a data_fingerprint, as checkpoints keep it."""
+    if parts is None:
+        return None
+    return {name: [hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest(),
+                   f"{len(value)} entries" if isinstance(value, (list, tuple, dict)) else repr(value)]
+            for name, value in parts.items()}
+
+
+def _check_resumable(state, config, world, fingerprint, path, names):
+    now, new_out = asdict(config), f"train into a new {names['out_dir']}"
     changed = [k for k in now if k not in _RESUME_FREE and state["config"].get(k) != now[k]]
     if changed:
         diffs = ", ".join(f"{k}: {state['config'].get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"cannot resume from {path}: the config changed ({diffs}), which would change the result. "
-                         f"Resume with the checkpoint's config, or train into a new out_dir")
+                         f"Resume with the checkpoint's config, or {new_out}")
     if state["world_size"] != world:
         raise ValueError(f"cannot resume from {path}: it was written by {state['world_size']} processes, this run "
-                         f"has {world}. Resume with the same number of processes, or train into a new out_dir")
+                         f"has {world}. Resume with the same number of processes, or {new_out}")
+    stored = state.get("data")  # None: written without a fingerprint (or before fingerprints existed)
+    if stored is not None and fingerprint is not None and stored != fingerprint:
+        diffs = []
+        for k in dict.fromkeys([*fingerprint, *stored]):  # this run's parts first, then any it no longer has
+            old, new = stored.get(k, [None, "absent"]), fingerprint.get(k, [None, "absent"])
+            if old != new:
+                diffs.append(f"{k}: {old[1]} -> {new[1]}" + (" (different ones)" if old[1] == new[1] else ""))
+        raise ValueError(f"cannot resume from {path}: the training data changed ({', '.join(diffs)}), which would "
+                         f"change the result. Resume with the checkpoint's data, or {new_out}")
 
 
 def _seed_all(seed):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cache_dir", "offline", "sha256_file", "atomic_write", "atomic_save", "download"]
+__all__ = ["cache_dir", "offline", "sha256_file", "atomic_write", "atomic_save", "writable_dir", "download"]
 
 
 def cache_dir() -> Path:
@@ -72,6 +72,18 @@ def atomic_save(obj, path) -> None:
     """`torch.save` that never leaves a half-written file at `path`."""
     with atomic_write(path) as f:
         torch.save(obj, f)
+
+
+def writable_dir(path) -> Path:
+    """Create the folder `path` (and its parents) and prove a file can be written there; OSError when not.
+
+    Run before a long job, so a bad output path fails at once rather than at the first save.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):  # an existing folder can still refuse files (permissions, read-only mount)
+        pass
+    return path
 
 
 class _Progress:

@@ -3,6 +3,7 @@
 Each recipe is a module in `tinyprompt/recipes/` with `add_args(parser)` and `run(args)`; its first
 docstring line is the sub-command's help. `tinyprompt train coop --help` lists every flag with its
 default. Multi-process: `torchrun --nproc_per_node N -m tinyprompt train coop ...`.
+An --out that already holds a run is refused unless --resume continues it or --overwrite replaces it.
 """
 import argparse
 import importlib

@@ -1,21 +1,29 @@
 """Runnable training recipes, one module per method, run by `tinyprompt train <method> ...` (tinyprompt/train.py).
 
 A recipe module provides `add_args(parser)` and `run(args)`. This file holds what recipes share: argparse
-value checks that fail with a clear message, the device choice, and the image-classification data of a
-run (a CoOp split file, or train/val/test image folders).
+value checks that fail with a clear message, the run flags (what to do with an earlier run in --out, workers,
+device) and the check of --out before any work, the device choice, the image-classification data of a run (a
+CoOp split file, or train/val/test image folders) and the items' part of a run's data fingerprint.
 """
 import argparse
+import math
+import os
 from pathlib import Path
 
 import torch
 
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
+from tinyprompt.engine import check_out_dir
 
-__all__ = ["REQUIRED", "int_at_least", "positive_float", "non_negative_float", "resolve_device", "load_splits"]
+__all__ = ["REQUIRED", "FLAGS", "int_at_least", "finite_float", "positive_float", "non_negative_float", "add_run_args",
+           "prepare_out", "resolve_device", "load_splits", "item_list"]
 
 # add_argument(..., **REQUIRED): a flag with no default, so `--help` shows none ("(default: None)" would mislead)
 REQUIRED = {"required": True, "default": argparse.SUPPRESS}
+# the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
+FLAGS = {"out_dir": "--out", "resume": "--resume", "overwrite": "--overwrite", "lr": "--lr",
+         "precision": "--precision fp32"}
 
 
 def int_at_least(low: int):
@@ -34,22 +42,43 @@ def int_at_least(low: int):
     return parse
 
 
-def _float_where(ok, what: str):
+def _float_where(ok=None, what: str = ""):
+    """An argparse type: a finite float (float() also reads 'inf' and 'nan', which no flag means) where ok(value)."""
+    number = f"a finite number {what}".rstrip()
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number {what}, got {text!r}") from None
-        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {number}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {number}, got {text!r}")
+        if ok is not None and not ok(value):
             raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
         return value
 
-    parse.__name__ = f"number {what}"
+    parse.__name__ = number.removeprefix("a ")
     return parse
 
 
+finite_float = _float_where()
 positive_float = _float_where(lambda v: v > 0, "> 0")
 non_negative_float = _float_where(lambda v: v >= 0, ">= 0")
+
+
+def add_run_args(group, resume_help: str = "continue from --out/checkpoint.pt when it exists") -> None:
+    """The run flags every recipe shares: what to do with an earlier run in --out, the workers, the device."""
+    group.add_argument("--resume", action="store_true", help=resume_help)
+    group.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files are "
+                       "replaced as the new run writes them); without --resume or --overwrite such an --out is refused")
+    group.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
+    group.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+
+
+def prepare_out(args, stages=("",)) -> None:
+    """Before any work: --out is a writable folder (created), and an earlier run in it is claimed by --resume or
+    --overwrite. stages: the sub-folders the recipe's engine runs write into ("" = --out itself)."""
+    check_out_dir(args.out, args.resume, args.overwrite, FLAGS, stages)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,3 +125,8 @@ def load_splits(data, split=None) -> tuple[dict, list]:
                              f"extra {extra[:5]}, missing {absent[:5]}; add or remove folders so the labels agree")
         splits[name] = folder_items(folder)
     return splits, classes
+
+
+def item_list(items, root) -> list:
+    """[[path relative to root, label], ...]: the items' part of a data fingerprint, the same wherever root is."""
+    return [[os.path.relpath(item.path, root), item.label] for item in items]

@@ -30,7 +30,8 @@ from tinyprompt.io import atomic_write
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
 from tinyprompt.metrics import accuracy
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, item_list, load_splits, non_negative_float,
+                                positive_float, prepare_out, resolve_device)
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
@@ -85,10 +86,8 @@ def add_args(parser) -> None:
     run_.add_argument("--reencode", action="store_true",
                       help="encode freshly augmented images at every step (the official way; much slower)")
     run_.add_argument("--eval-every", type=int_at_least(1), default=1, help="epochs between val evaluations")
-    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
-    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
-    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+    add_run_args(run_)
 
 
 def _loss_fn(reencode: bool):
@@ -105,9 +104,14 @@ def _loss_fn(reencode: bool):
 def run(args) -> int:
     if args.ctx_init and args.csc:
         raise ValueError("--csc cannot be combined with --ctx-init (the official code ignores CSC then): drop one")
+    prepare_out(args)
     device = resolve_device(args.device)
     splits, classnames = load_splits(args.data, args.split)
     train_items, val_items = few_shot_splits(splits["train"], splits["val"], args.shots, args.seed)
+    # what defines the training data, so that a --resume on other data is refused
+    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, args.data),
+                   "val_items": item_list(val_items, args.data), "shots": args.shots, "seed": args.seed,
+                   "views": "reencode" if args.reencode else args.views}  # fmt: skip
     torch.manual_seed(args.seed)  # the context init
     clip, preprocess = load(args.model, device=device)
     n_px = clip.visual.input_resolution
@@ -142,7 +146,8 @@ def run(args) -> int:
               f"{len(splits['test'])} test images; {epochs} epochs; "
               + ("re-encoding images every step" if args.reencode else f"{args.views} cached views per image"))
     result = train(model, _loss_fn(args.reencode), train_data, train_config, out_dir=args.out, resume=args.resume,
-                   eval_fn=eval_fn, device=device)  # fmt: skip
+                   eval_fn=eval_fn, device=device, overwrite=args.overwrite, data_fingerprint=fingerprint,
+                   flags=FLAGS)  # fmt: skip
     if is_main_process():
         _test(model, clip, preprocess, splits["test"], classnames, args.out, encode, result)
     return 0

@@ -33,7 +33,8 @@ from tinyprompt.methods.ilmvp import (
     load_classifier,
 )
 from tinyprompt.metrics import accuracy
-from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, positive_float, resolve_device
+from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, finite_float, int_at_least, item_list, load_splits,
+                                positive_float, prepare_out, resolve_device)
 
 # official optimisation per source kind
 DEFAULTS = {
@@ -75,7 +76,8 @@ def add_args(parser) -> None:
     prompt.add_argument("--image-size", type=int_at_least(1), default=128,
                         help="CNN source: images are resized to this side and padded into the source input")
     prompt.add_argument("--input-size", type=int_at_least(1), default=224, help="TorchScript source: its input side")
-    prompt.add_argument("--mean", type=float, nargs=3, default=list(IMAGENET_MEAN), help="TorchScript source: input mean")
+    prompt.add_argument("--mean", type=finite_float, nargs=3, default=list(IMAGENET_MEAN),
+                        help="TorchScript source: input mean")
     prompt.add_argument("--std", type=positive_float, nargs=3, default=list(IMAGENET_STD), help="TorchScript source: input std")
     prompt.add_argument("--pad", type=int_at_least(1), default=30, help="CLIP source: width of the additive frame")
     optim = parser.add_argument_group("optimisation (official defaults per source kind)")
@@ -87,19 +89,26 @@ def add_args(parser) -> None:
     run_ = parser.add_argument_group("run")
     run_.add_argument("--eval-every", type=int_at_least(1), default=None,
                       help="epochs between val (else test) evaluations; None = only after the last epoch")
-    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
-    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
-    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+    add_run_args(run_)
 
 
 def build_model(args, classnames, device):
-    """(ILMVP model, image transform, source kind) for --source."""
+    """(ILMVP model, image transform, source kind) for --source; the prompt's size flags are checked first."""
     config = ILMVPConfig(mapping=args.mapping, interval=args.mapping_interval, seed=args.seed)
     if args.source.startswith("clip:"):
         clip, preprocess = load(args.source[len("clip:"):], device=device)
+        size = clip.visual.input_resolution  # CLIP's preprocessing sets the image size, not --image-size
+        if 2 * args.pad > size:  # the frame is --pad pixels wide on each side of the input
+            raise ValueError(f"--pad {args.pad} does not fit the {size}x{size} input of {args.source}: a frame of "
+                             f"2 x --pad must be <= {size}, so use --pad 1 to {size // 2} (--image-size "
+                             f"{args.image_size} applies to CNN sources only)")
         source = clip_text_source(clip, classnames)
-        prompt = AdditivePrompt(clip.visual.input_resolution, args.pad)
+        prompt = AdditivePrompt(size, args.pad)
         return ILMVP(source, prompt, len(classnames), config, classnames).to(device), preprocess, "clip"
+    if args.image_size > args.input_size:  # the image is zero-padded, never resized, into the source input
+        raise ValueError(f"--image-size {args.image_size} is larger than the source input (--input-size "
+                         f"{args.input_size}): use --image-size 1 to {args.input_size}, or a larger --input-size if "
+                         f"the source takes one")
     source = load_classifier(args.source, args.input_size, args.mean, args.std, device)
     prompt = PaddingPrompt(args.image_size, source.input_size, source.mean, source.std)
     model = ILMVP(source, prompt, len(classnames), config, classnames).to(device)
@@ -125,11 +134,15 @@ def evaluate(model, loader, device) -> float:
 
 
 def run(args) -> int:
+    prepare_out(args)
     device = resolve_device(args.device)
     splits, classnames = load_splits(args.data, args.split)
     train_items = few_shot(splits["train"], args.shots, args.seed)
     torch.manual_seed(args.seed)
     model, transform, kind = build_model(args, classnames, device)
+    # what defines the training data, so that a --resume on other data is refused
+    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, args.data), "shots": args.shots,
+                   "seed": args.seed, "image_size": args.image_size if kind == "cnn" else None}  # fmt: skip
     defaults = DEFAULTS[kind]
     train_data = ImageDataset(train_items, transform)
 
@@ -149,7 +162,8 @@ def run(args) -> int:
               f"{args.epochs} epochs, {config.optimizer} lr {config.lr}")
     result = train(model, loss_fn, train_data, config, out_dir=args.out, resume=args.resume,
                    eval_fn=(lambda m: {eval_name: evaluate(m, eval_loader, device)}) if eval_loader else None,
-                   epoch_start_fn=lambda m, epoch: m.update_mapping(mapping_loader, epoch), device=device)
+                   epoch_start_fn=lambda m, epoch: m.update_mapping(mapping_loader, epoch), device=device,
+                   overwrite=args.overwrite, data_fingerprint=fingerprint, flags=FLAGS)
     if is_main_process() and splits["test"]:
         _test(model, loader(splits["test"], args.batch_size), device, args.out, result)
     return 0

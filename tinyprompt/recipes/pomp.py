@@ -29,7 +29,8 @@ from tinyprompt.engine import TrainConfig, is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, finite_float, int_at_least, item_list,
+                                non_negative_float, positive_float, prepare_out, resolve_device)
 from tinyprompt.transforms import train_transform
 
 EPOCHS_BY_N_CTX = {4: 5, 16: 20}  # the paper's two settings; other n_ctx default to 20 epochs
@@ -40,9 +41,9 @@ def margin_arg(text: str):
     if text in MARGINS:
         return text
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"use one of {MARGINS} or a number, got {text!r}") from None
+        return finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"use one of {MARGINS} or a finite number, got {text!r}") from None
 
 
 def add_args(parser) -> None:
@@ -85,10 +86,8 @@ def add_args(parser) -> None:
     run_.add_argument("--views", type=int_at_least(1), default=8, help="augmented views of each image encoded once and cached")
     run_.add_argument("--views-per-step", type=int_at_least(1), default=4,
                       help="distinct cached views of each image in a step (official K_TRANSFORMS)")
-    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
-    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
-    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+    add_run_args(run_)
 
 
 def loss_fn(model, batch, info):
@@ -103,8 +102,12 @@ def loss_fn(model, batch, info):
 def run(args) -> int:
     if args.views_per_step > args.views:
         raise ValueError(f"--views-per-step {args.views_per_step} > --views {args.views}: cache at least as many views")
+    prepare_out(args)
     device = resolve_device(args.device)
     items, classnames = large_label_items(args.data, args.classnames, args.shots, args.seed)
+    # what defines the training data, so that a --resume on other data is refused
+    fingerprint = {"classnames": classnames, "train_items": item_list(items, args.data), "shots": args.shots,
+                   "seed": args.seed, "views": args.views, "views_per_step": args.views_per_step}  # fmt: skip
     if args.k > len(classnames) + 1:
         raise ValueError(f"--k {args.k} needs at least {args.k - 1} classes, {args.data} has {len(classnames)}: "
                          f"lower --k (--k {len(classnames) + 1} samples every class each step)")
@@ -126,5 +129,6 @@ def run(args) -> int:
         print(f"[tinyprompt] POMP on {len(classnames)} classes, {len(items)} images x {args.views} cached views; "
               f"{epochs} epochs; {args.batch_size} images x {args.views_per_step} views per step; K = {args.k}; "
               f"margin {args.margin}")
-    train(model, loss_fn, train_data, train_config, out_dir=args.out, resume=args.resume, device=device)
+    train(model, loss_fn, train_data, train_config, out_dir=args.out, resume=args.resume, device=device,
+          overwrite=args.overwrite, data_fingerprint=fingerprint, flags=FLAGS)  # fmt: skip
     return 0

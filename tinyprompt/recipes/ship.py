@@ -42,7 +42,8 @@ from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic,
                                      relabel, split_base_new)  # fmt: skip
-from tinyprompt.recipes import REQUIRED, int_at_least, load_splits, positive_float, resolve_device
+from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, item_list, load_splits, positive_float,
+                                prepare_out, resolve_device)
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # --variant auto picks the ImageNet script for a 1000-class dataset
@@ -93,10 +94,8 @@ def add_args(parser) -> None:
                       help="augmented views of each training image encoded once and cached (one per image per epoch)")
     run_.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
-    run_.add_argument("--resume", action="store_true", help="continue the stages from their checkpoints in --out")
-    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
-    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+    add_run_args(run_, resume_help="continue the stages from their checkpoints in --out")
 
 
 def _groups(args, splits, classnames):
@@ -104,6 +103,9 @@ def _groups(args, splits, classnames):
     train_items, val_items = few_shot_splits(splits["train"], splits["val"], args.shots, args.seed)
     if args.eval_data is None:  # base-to-new within one dataset; the new classes' train images are never used
         base, new = split_base_new(item.label for item in splits["train"])
+        if not new:  # nothing to synthesise prompts for, and no new accuracy to report
+            raise ValueError(f"base-to-new needs at least 2 classes in the train split, got {len(base)}: the first "
+                             f"ceil(n/2) are base and the rest new; add classes, or pass --eval-data for new classes")
         return {name: {"names": [classnames[label] for label in labels], "train": relabel(train_items, labels),
                        "val": relabel(val_items, labels), "test": relabel(splits["test"], labels)}
                 for name, labels in (("base", base), ("new", new))}  # fmt: skip
@@ -126,6 +128,7 @@ def run(args) -> int:
         raise RuntimeError("the SHIP recipe runs in one process (its stages share files in --out): run it without torchrun")
     if args.eval_split is not None and args.eval_data is None:
         raise ValueError("--eval-split needs --eval-data (the image root of that split file)")
+    prepare_out(args, stages=("", "generator"))  # the fine-tune folders follow the generator's run
     device = resolve_device(args.device)
     splits, classnames = load_splits(args.data, args.split)
     variant = args.variant if args.variant != "auto" else ("imagenet" if len(classnames) == IMAGENET_CLASSES else "default")
@@ -133,6 +136,13 @@ def run(args) -> int:
     groups = _groups(args, splits, classnames)
     base, new = groups["base"], groups["new"]
     names, n_base = base["names"] + new["names"], len(base["names"])
+    new_root = args.eval_data or args.data
+    # what defines both stages' training data (and the val images of the selection), so that a --resume on other
+    # data is refused
+    fingerprint = {"base_classnames": base["names"], "new_classnames": new["names"],
+                   "train_items": item_list(base["train"], args.data),
+                   "base_val_items": item_list(base["val"], args.data), "new_val_items": item_list(new["val"], new_root),
+                   "shots": args.shots, "seed": args.seed, "views": args.views}  # fmt: skip
     clip, preprocess = load(args.model, device=device)
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
     augment = train_transform(clip.visual.input_resolution, scale=settings["crop_scale"])
@@ -149,7 +159,8 @@ def run(args) -> int:
     torch.manual_seed(args.seed)  # the generator's init
     generator = SHIPGenerator(clip, names, SHIPConfig(variant=variant, text_chunk=args.text_chunk))
     vae_epochs = args.vae_epochs or settings["vae_epochs"]
-    snapshots = _train_generator(args, generator, views, base, feats["base", "val"], labels["base", "val"], vae_epochs)
+    snapshots = _train_generator(args, generator, views, base, feats["base", "val"], labels["base", "val"], vae_epochs,
+                                 fingerprint)
 
     def evaluate(model, part):
         text = model.text_features()  # (n_base + n_new, E)
@@ -176,7 +187,8 @@ def run(args) -> int:
         eval_fn = (lambda m: {f"val_{k}": v for k, v in evaluate(m, "val").items()}) if has_val else None
         out = args.out / f"finetune_epoch{epoch}"
         print(f"[tinyprompt] fine-tune CoOp over {len(names)} classes with the generator of epoch {epoch}: {epochs} epochs")
-        result = train(model, loss_fn, train_data, config, out_dir=out, resume=args.resume, eval_fn=eval_fn, device=device)
+        result = train(model, loss_fn, train_data, config, out_dir=out, resume=args.resume, eval_fn=eval_fn,
+                       device=device, overwrite=args.overwrite, data_fingerprint=fingerprint, flags=FLAGS)
         record = {"generator_epoch": epoch, "out": str(out), "best": result["best"]}
         runs.append(record)
         if has_val and (chosen is None or result["best"]["metrics"][config.select_metric]
@@ -203,7 +215,7 @@ def run(args) -> int:
     return 0
 
 
-def _train_generator(args, generator, views, base, val_features, val_labels, epochs) -> list:
+def _train_generator(args, generator, views, base, val_features, val_labels, epochs, fingerprint) -> list:
     """Stage 1 through the engine; returns [(generator epoch, snapshot file)] of the epochs to fine-tune from.
 
     The snapshots are written by the evaluation hook every --finetune-every epochs (and after the last),
@@ -232,7 +244,8 @@ def _train_generator(args, generator, views, base, val_features, val_labels, epo
     print(f"[tinyprompt] stage 1: generator, {epochs} epochs (AdamW lr {args.vae_lr}, batch {args.vae_batch_size})")
     train(generator, loss_fn, FeatureDataset(views, [item.label for item in base["train"]], seed=args.seed), config,
           out_dir=out, resume=args.resume, eval_fn=snapshot, epoch_start_fn=lambda m, e: current.update(epoch=e),
-          device=generator.ctx.device)  # fmt: skip
+          device=generator.ctx.device, overwrite=args.overwrite, data_fingerprint=fingerprint,
+          flags={**FLAGS, "lr": "--vae-lr"})  # fmt: skip
     epochs_kept = sorted({*range(args.finetune_every, epochs + 1, args.finetune_every), epochs})
     missing = [e for e in epochs_kept if not (out / f"generator_epoch{e}.pt").is_file()]
     if missing:

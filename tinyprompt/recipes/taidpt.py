@@ -34,7 +34,8 @@ from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
 from tinyprompt.metrics import mean_average_precision
-from tinyprompt.recipes import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, non_negative_float, positive_float,
+                                prepare_out, resolve_device)
 from tinyprompt.tokenizer import tokenize_for
 from tinyprompt.transforms import clip_preprocess
 
@@ -86,11 +87,9 @@ def add_args(parser) -> None:
     run_.add_argument("--feature-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                       help="storage of the cached caption features (float16 halves memory; compute stays fp32)")
     run_.add_argument("--eval-every", type=int_at_least(1), default=1, help="epochs between caption-val evaluations")
-    run_.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when it exists")
-    run_.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=256, help="captions per encoder pass "
                       "(images: a quarter of it)")  # fmt: skip
-    run_.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
+    add_run_args(run_)
 
 
 def cached_caption_features(clip, tokens: torch.Tensor, batch_size: int, dtype=torch.float32) -> CaptionFeatures:
@@ -190,7 +189,12 @@ def run(args) -> int:
     if args.eval_data is not None:  # read and matched to the classes first: a bad file fails before training
         test_data = read_multilabel(args.eval_data, args.eval_image_root, args.eval_split, args.difficult)
         columns = classes.align(test_data.classnames, f"--eval-data {args.eval_data}")
+    prepare_out(args)
     texts, targets, val_texts, val_targets, report = _sentences(args, classes)
+    # what defines the training data (labels follow from the texts and the synonyms), so that a --resume on other
+    # data is refused
+    fingerprint = {"classnames": classes.classnames, "synonyms": classes.synonyms, "train_texts": texts,
+                   "val_texts": val_texts, "seed": args.seed}  # fmt: skip
     if is_main_process():
         print("[tinyprompt] " + report.format().replace("\n", "\n[tinyprompt] "))
         with atomic_write(args.out / "caption_report.txt", "w") as f:
@@ -225,7 +229,8 @@ def run(args) -> int:
               f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {train_config.lr}")
     # the engine batches caption indices (a range is a map-style dataset); the loss gathers their features
     result = train(model, loss_fn, range(len(texts)), train_config, out_dir=args.out, resume=args.resume,
-                   eval_fn=eval_fn, device=device)  # fmt: skip
+                   eval_fn=eval_fn, device=device, overwrite=args.overwrite, data_fingerprint=fingerprint,
+                   flags=FLAGS)  # fmt: skip
     if is_main_process():
         _finish(model, clip, classes, args, report, result, test_data, columns, device)
     return 0
