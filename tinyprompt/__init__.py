@@ -14,7 +14,8 @@ _PUBLIC = {
     "available_models": "tinyprompt.hub",
     "load": "tinyprompt.hub",
     "build_model": "tinyprompt.clip",
-    "tokenize": "tinyprompt.tokenizer",
+    "tokenize": "tinyprompt.tokenizer",  # OpenAI's vocabulary
+    "tokenize_for": "tinyprompt.tokenizer",  # the model's own tokenizer and context length: use it with any model
 }
 __all__ = ["__version__", *_PUBLIC]
 

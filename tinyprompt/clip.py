@@ -300,6 +300,10 @@ class CLIPConfig:
 class CLIP(nn.Module):
     """Image and text towers, OpenAI's constructor and parameter names; fp32 unless cast by the caller."""
 
+    # the model's own tokenizer (`tinyprompt.load` sets it for built-in models); None: OpenAI's BPE.
+    # Read it through `tinyprompt.tokenizer.model_tokenizer(model)` / `tokenize_for(model, texts)`.
+    tokenizer = None
+
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):  # fmt: skip
         super().__init__()
@@ -386,6 +390,13 @@ class CLIP(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), eot_index] @ self.text_projection
 
     def _truncate(self, tokens, full_length: bool):  # -> tokens (N, L), eot (N,)
+        top = int(tokens.max()) if tokens.numel() else 0
+        if top >= self.vocab_size:  # ids of another vocabulary: say so, instead of an index error (or a CUDA assert)
+            raise ValueError(
+                f"token id {top} is outside this model's {self.vocab_size}-token vocabulary: the tokens come from "
+                f"another tokenizer (tinyprompt.tokenize is OpenAI's); tokenize with the model's own: "
+                f"tinyprompt.tokenize_for(model, texts)"
+            )
         eot = eot_index(tokens)
         length = tokens.shape[1] if full_length else int(eot.max()) + 1  # causal: later positions never matter
         return tokens[:, :length], eot

@@ -72,7 +72,9 @@ def accuracy_of_features(model, features: torch.Tensor, labels, topk=(1, 5), bat
 
 def add_args(parser) -> None:
     parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", **REQUIRED, help="the CLIP the prompt was trained with: a model name or checkpoint path")
+    parser.add_argument("--model", **REQUIRED,
+                        help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
+                        "or checkpoint path")
     parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class, or with --split the "
                         "image root of the split file")  # fmt: skip
     parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json; evaluates its --subset")

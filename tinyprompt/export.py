@@ -33,7 +33,9 @@ def class_embeddings(model) -> torch.Tensor:
 
 def add_args(parser) -> None:
     parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", **REQUIRED, help="the CLIP the prompt was trained with: a model name or checkpoint path")
+    parser.add_argument("--model", **REQUIRED,
+                        help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
+                        "or checkpoint path")
     parser.add_argument("--classes", **REQUIRED, type=Path, help="class file: one name per line, or 'id<TAB>name' lines")
     parser.add_argument("--out", **REQUIRED, type=Path, help="output .npy file: (C, E) float32, rows in file order")
     parser.add_argument("--text-chunk", type=int_at_least(0), default=256,

@@ -15,8 +15,9 @@ TINYPROMPT_OFFLINE=1).
 
 Built-in models ship inside the package and are never downloaded: "synthetic", the tiny CLIP pre-trained
 on tinyprompt's synthetic world (`tinyprompt.pretrain_synthetic`), described by `weights/synthetic.json`
-(its files and their sha256). Its preprocess also takes uint8 RGB tensors, and its tokenizer is
-`tinyprompt.data.synthetic.tokenizer()`.
+(its files and their sha256). Its preprocess also takes uint8 RGB tensors, and it carries its own BPE
+vocabulary as `model.tokenizer` (what `tinyprompt.tokenize_for(model, texts)` and every method use), loaded
+by name or by the path of a copy of its file (recognised by size and sha256).
 """
 import functools
 import importlib.resources
@@ -34,7 +35,8 @@ from tinyprompt.io import cache_dir, download, sha256_file
 from tinyprompt.tokenizer import get_tokenizer
 from tinyprompt.transforms import clip_preprocess, preprocess_tensor
 
-__all__ = ["available_models", "load", "checkpoint_file", "builtin_file", "BUILTIN_MODELS"]
+__all__ = ["available_models", "load", "checkpoint_file", "cached_checkpoint", "builtin_file", "builtin_record",
+           "manifest_entry", "BUILTIN_MODELS"]
 
 BUILTIN_MODELS = ("synthetic",)  # shipped in tinyprompt/weights as <name>.json + its files
 
@@ -51,6 +53,13 @@ def available_models() -> list[str]:
     return list(_manifest())
 
 
+def manifest_entry(name: str) -> dict:
+    """The manifest entry of model `name`: file, url, sha256, approx_size_bytes, input_resolution."""
+    if name not in _manifest():
+        raise _unknown(name)
+    return _manifest()[name]
+
+
 def _unknown(name: str) -> ValueError:
     return ValueError(
         f"unknown model {name!r}: it is neither one of {available_models() + list(BUILTIN_MODELS)} nor an existing file. "
@@ -62,18 +71,26 @@ def _openai_cache() -> Path:
     return Path.home() / ".cache" / "clip"
 
 
+def _local_paths(name: str, download_root=None) -> list[Path]:
+    """Where manifest model `name` may be on disk, in the order tried; the first is the download target."""
+    file = manifest_entry(name)["file"]
+    root = Path(download_root) if download_root is not None else cache_dir() / "clip"
+    return list(dict.fromkeys([root / file, _openai_cache() / file]))  # dedupe, keep order
+
+
+def cached_checkpoint(name: str, download_root=None) -> Path | None:
+    """The file on disk that `load(name)` would try first, or None (not verified here: `load` checks its sha256)."""
+    return next((path for path in _local_paths(name, download_root) if path.is_file()), None)
+
+
 def checkpoint_file(name: str, download_root=None) -> Path:
     """The verified local file of manifest model `name`: reused from disk, else downloaded.
 
     A file on disk whose sha256 differs from the manifest is never loaded: it is reported with a
     warning and (in `download_root`) replaced by the download.
     """
-    if name not in _manifest():
-        raise _unknown(name)
-    entry = _manifest()[name]
-    root = Path(download_root) if download_root is not None else cache_dir() / "clip"
-    target = root / entry["file"]
-    for candidate in dict.fromkeys([target, _openai_cache() / entry["file"]]):  # dedupe, keep order
+    entry, paths = manifest_entry(name), _local_paths(name, download_root)
+    for candidate in paths:
         if not candidate.is_file():
             continue
         got = sha256_file(candidate)  # ~1 s per 500 MB; cheap next to building the model
@@ -83,22 +100,37 @@ def checkpoint_file(name: str, download_root=None) -> Path:
             f"{candidate} has sha256 {got}, expected {entry['sha256']} for {name}: it is incomplete or "
             f"corrupt and is not used", stacklevel=2,
         )
-    return download(entry["url"], target, entry["sha256"])
+    return download(entry["url"], paths[0], entry["sha256"])
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_record(name: str) -> dict:
+    """The <name>.json of built-in model `name`: its files, their sha256, vocab_size, how it was made."""
+    if name not in BUILTIN_MODELS:
+        raise _unknown(name)
+    text = importlib.resources.files("tinyprompt.weights").joinpath(f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text)
 
 
 def builtin_file(name: str, kind: str = "file") -> Path:
     """A file of built-in model `name` ("file": the state dict, "bpe": the merges), checked against the
     sha256 its <name>.json records."""
-    if name not in BUILTIN_MODELS:
-        raise _unknown(name)
-    folder = importlib.resources.files("tinyprompt.weights")
-    record = json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
-    path = Path(str(folder.joinpath(record[kind])))
+    record = builtin_record(name)
+    path = Path(str(importlib.resources.files("tinyprompt.weights").joinpath(record[kind])))
     got = sha256_file(path) if path.is_file() else "missing"
     if got != record[f"{kind}_sha256" if kind != "file" else "sha256"]:
         raise ValueError(f"{path} (sha256 {got}) does not match {name}.json: rebuild it with `{record['reproduce']}` "
                          f"or restore it from the repository")
     return path
+
+
+def _builtin_copy(path: Path) -> str | None:
+    """The built-in model whose state dict `path` holds byte for byte (size, then sha256), else None."""
+    for name in BUILTIN_MODELS:
+        own = builtin_file(name)
+        if path.stat().st_size == own.stat().st_size and sha256_file(path) == builtin_record(name)["sha256"]:
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -150,15 +182,18 @@ def load(name_or_path, device="cpu", download_root=None):
 
     The model is fp32, in eval mode, on `device`; `preprocess` maps a PIL image to the model's
     normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution` (a built-in model's
-    also maps uint8 tensors (3, H, W) or (N, 3, H, W)).
+    also maps uint8 tensors (3, H, W) or (N, 3, H, W)). A built-in model, by name or by path, carries its
+    own tokenizer as `model.tokenizer`; OpenAI's models have none and read OpenAI's BPE vocabulary.
     """
     key = os.fspath(name_or_path)
-    if key in BUILTIN_MODELS:
+    builtin = key if key in BUILTIN_MODELS else None
+    if builtin:
         path = builtin_file(key)
     elif key in _manifest():
         path = checkpoint_file(key, download_root)
     elif os.path.isfile(key):
         path = Path(key)
+        builtin = _builtin_copy(path)  # a built-in by path is the same model: its own tokenizer and preprocess
     else:
         raise _unknown(key)
     state_dict = _read_checkpoint(path)
@@ -167,7 +202,7 @@ def load(name_or_path, device="cpu", download_root=None):
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: {e}") from e
     model = model.to(device)
-    if key in BUILTIN_MODELS:  # its own vocabulary: methods tokenize through `tokenizer.model_tokenizer(model)`
-        model.tokenizer = get_tokenizer(builtin_file(key, "bpe"))
+    if builtin:  # its own vocabulary: everything tokenizes through `tokenizer.model_tokenizer(model)`
+        model.tokenizer = get_tokenizer(builtin_file(builtin, "bpe"))
     n_px = model.visual.input_resolution
-    return model, AnyImagePreprocess(n_px) if key in BUILTIN_MODELS else clip_preprocess(n_px)
+    return model, AnyImagePreprocess(n_px) if builtin else clip_preprocess(n_px)

@@ -11,6 +11,8 @@ the "middle" (between the two halves of the context) or at the "front" (right af
 feature of class c is CLIP's text transformer on prompt_c, pooled at the EOT position.
 
 This file has the pieces, with no method-specific parameters (methods own their ctx tensors):
+- `prompt_names`: class names as every prompt spells them, refusing two classes whose prompts would be
+  the same (the prediction between identical prompts is arbitrary); zero-shot classifiers use it too;
 - `random_context` / `context_from_words`: CoOp's two initialisations (with its word-count quirk);
 - `ClassPrompts`: the token ids of the class sentences (non-persistent integer buffers), the assembly
   of prompts for any subset of classes with a shared context (CoOp, TaI-DPT's two contexts, POMP) or
@@ -44,11 +46,33 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tinyprompt.clip import eot_index as first_eot
-from tinyprompt.tokenizer import model_tokenizer, tokenize_for
+from tinyprompt.tokenizer import clean, model_tokenizer, tokenize_for
 
-__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "prefix_states", "random_context"]
+__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "prefix_states", "prompt_names",
+           "random_context"]
 
 POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
+
+
+def prompt_names(classnames) -> list[str]:
+    """Class names as prompts spell them (CoOp: "golden_retriever" -> "golden retriever").
+
+    Raises a ValueError listing the classes whose names read the same once the tokenizer has cleaned them
+    (it lower-cases and collapses whitespace): their prompts would be identical.
+    """
+    names = [name.replace("_", " ") for name in classnames]
+    same = {}  # cleaned name -> the classes (index, name as given) that read so
+    for index, (given, name) in enumerate(zip(classnames, names)):
+        same.setdefault(clean(name), []).append(f"{given!r} (class {index})")
+    repeated = [" = ".join(group) for group in same.values() if len(group) > 1]
+    if repeated:
+        more = f"; and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        raise ValueError(
+            f"duplicate class names: {'; '.join(repeated[:5])}{more}. Their prompts would be identical ('_' reads "
+            f"as a space, case is ignored), so the prediction between them is arbitrary: give each class a "
+            f"distinct name"
+        )
+    return names
 
 
 def random_context(n_ctx: int, width: int, n_cls: int | None = None, std: float = 0.02) -> torch.Tensor:
@@ -99,7 +123,7 @@ class ClassPrompts(nn.Module):
         # context vectors before the class tokens; an odd "middle" puts the shorter half first, as CoOp
         self.ctx_before_name = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]
         placeholder = " ".join(["X"] * n_ctx) if placeholder is None else placeholder
-        names = [name.replace("_", " ") for name in classnames]  # CoOp: "golden_retriever" -> "golden retriever"
+        names = prompt_names(classnames)  # "golden_retriever" -> "golden retriever"; duplicates raise
         # the official rule: the name's token count measured ALONE, without the trailing "." (which can
         # merge with the name's last token inside the sentence, e.g. "a (b)." ends in the token ").")
         tokenizer = model_tokenizer(clip)

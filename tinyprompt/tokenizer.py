@@ -39,6 +39,7 @@ BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 # OpenAI's file holds 262,144 merges but CLIP reads only lines 2 .. 48,895 (a 49,152-entry vocab minus
 # the 256 byte symbols and 2 special tokens; the 256 `</w>` byte symbols make up the rest: 49,408 ids).
 OPENAI_MERGES = 49152 - 256 - 2
+OPENAI_VOCAB_SIZE = 2 * 256 + OPENAI_MERGES + 2  # 49,408
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 
 # OpenAI's pre-tokeniser (needs the third-party `regex` for \p{L} / \p{N}): special tokens, ASCII
@@ -213,13 +214,30 @@ def get_tokenizer(bpe_path=None) -> SimpleTokenizer:
 
 def model_tokenizer(clip) -> SimpleTokenizer:
     """The tokenizer a CLIP model reads: its own `tokenizer` attribute when it has one (built-in models such
-    as `tinyprompt.load("synthetic")` carry theirs), else OpenAI's (`get_tokenizer()`)."""
+    as `tinyprompt.load("synthetic")` carry theirs), else OpenAI's (`get_tokenizer()`).
+
+    A tokenizer with more ids than the model's vocabulary is an error here, not an index error deep inside
+    the token embedding (e.g. the built-in model's state dict re-saved and built without its tokenizer).
+    """
     own = getattr(clip, "tokenizer", None)
+    ids = own.vocab_size if own is not None else OPENAI_VOCAB_SIZE  # OpenAI's known without reading its file
+    vocab_size = getattr(clip, "vocab_size", ids)
+    if ids > vocab_size:
+        whose = "its tokenizer" if own is not None else "OpenAI's tokenizer (the model carries none of its own)"
+        raise ValueError(
+            f"this model has a {vocab_size}-token vocabulary but {whose} has {ids} ids: load the model with "
+            f"tinyprompt.load (built-in models carry their tokenizer), or set "
+            f"model.tokenizer = tinyprompt.tokenizer.get_tokenizer('its_merges.txt')"
+        )
     return own if own is not None else get_tokenizer()
 
 
 def tokenize_for(clip, texts, truncate: bool = False) -> torch.LongTensor:
-    """`tokenize` with the model's own tokenizer and context length: (N, clip.context_length)."""
+    """`tokenize` with the model's own tokenizer and context length: (N, clip.context_length).
+
+    Use it instead of `tokenize` (OpenAI's vocabulary, 77 positions) for any model that may not be OpenAI's,
+    e.g. `tinyprompt.tokenize_for(model, ["a photo of a cat."])`.
+    """
     return tokenize(texts, clip.context_length, truncate, model_tokenizer(clip))
 
 

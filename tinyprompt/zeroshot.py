@@ -10,7 +10,8 @@ features of prompts such as "a photo of a {class}."; CoOp's zero-shot baselines 
     logits(x)   = exp(logit_scale) * normalise(encode_image(x)) @ W.T
 
 `tinyprompt zeroshot --model M --data DIR` runs this over a folder-per-class image set and prints
-top-1 (and top-5) accuracy; `--predictions` writes one row per image.
+top-1 (and top-5) accuracy; `--predictions` writes one row per image. Two class names that give the same
+prompt are refused (`tinyprompt.prompts.prompt_names`): the prediction between them would be arbitrary.
 """
 import csv
 import io
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader
 from tinyprompt.data.folder import ImageFolder
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.recipes import REQUIRED
+from tinyprompt.prompts import prompt_names
+from tinyprompt.recipes import REQUIRED, resolve_device
 from tinyprompt.templates import get_templates
 from tinyprompt.tokenizer import tokenize_for
 
@@ -40,7 +42,7 @@ def format_prompts(classnames, templates) -> list[str]:
     for template in templates:
         if template.count("{}") != 1:
             raise ValueError(f"template {template!r} must contain exactly one '{{}}' for the class name")
-    names = [name.replace("_", " ") for name in classnames]  # CoOp: "golden_retriever" -> "golden retriever"
+    names = prompt_names(classnames)  # "golden_retriever" -> "golden retriever"; duplicates raise
     return [template.format(name) for template in templates for name in names]
 
 
@@ -73,7 +75,7 @@ _FORMATS = (".csv", ".jsonl")  # --predictions file types, chosen by suffix
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--model", **REQUIRED, help="model name (see tinyprompt.available_models()) or checkpoint path")
+    parser.add_argument("--model", **REQUIRED, help="model name (see `tinyprompt models`) or checkpoint path")
     parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class (sorted = label order)")
     parser.add_argument(
         "--classes", default=None,
@@ -145,7 +147,7 @@ def run(args) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
     templates = get_templates(args.templates)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     model, preprocess = load(args.model, device=device)
     dataset = ImageFolder(args.data, transform=preprocess)
     classnames = _class_names(args.classes, dataset.classes, args.data)

@@ -48,7 +48,7 @@ def default_epochs(shots: int, n_cls: int) -> int:
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
     data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
     data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")

@@ -48,7 +48,7 @@ def margin_arg(text: str):
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
     data.add_argument("--data", **REQUIRED, help="image folder with one sub-folder of images per class (wnid)")
     data.add_argument("--classnames", default=None, help="'wnid<TAB>name' file naming every class folder "
                       "(default: the folder names are the class names)")  # fmt: skip

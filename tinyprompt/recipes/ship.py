@@ -59,7 +59,7 @@ CTX_INIT = "a photo of a"  # the fine-tune's CoOp context (4 vectors)
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
     data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
     data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")

@@ -46,7 +46,7 @@ FIELDS = ("global_feats", "token_feats", "lengths", "offsets")
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (tinyprompt.available_models()) or checkpoint path")
+    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
     data.add_argument("--captions", **REQUIRED, type=Path,
                       help="caption corpus: COCO captions .json, .jsonl (caption/text per line) or text (one per line)")
     data.add_argument("--classes", default="coco", help="class list: voc2007, coco, nuswide, or a synonym file "

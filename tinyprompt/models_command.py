@@ -1,0 +1,34 @@
+"""`tinyprompt models`: the names `--model` takes, their download sizes, and which are on this machine.
+
+The named checkpoints are OpenAI's released CLIP models ("Learning Transferable Visual Models From Natural
+Language Supervision", Radford et al., arXiv 2103.00020), listed by `weights/manifest.json`; a model is
+cached when its file is in the tinyprompt cache or OpenAI's `~/.cache/clip` (its sha256 is checked when it
+is loaded, see `tinyprompt.hub`). Built-in models ship inside the package and are never downloaded.
+"""
+from tinyprompt.hub import (BUILTIN_MODELS, available_models, builtin_file, builtin_record, cached_checkpoint,
+                            manifest_entry)
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes < 1e7 else f"{n_bytes / 1e6:.0f} MB"
+
+
+def add_args(parser) -> None:
+    """No options: the command only reads the manifest and looks for local files."""
+
+
+def run(args) -> int:
+    rows = []
+    for name in available_models():
+        path = cached_checkpoint(name)
+        where = f"cached: {path}" if path is not None else "not cached: downloaded on first use"
+        rows.append((name, _size(manifest_entry(name)["approx_size_bytes"]), where))
+    for name in BUILTIN_MODELS:
+        where = f"built in, with its own {builtin_record(name)['vocab_size']}-token vocabulary"
+        rows.append((name, _size(builtin_file(name).stat().st_size), where))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'model':<{width}}  {'size':>7}  on this machine")
+    for name, size, where in rows:
+        print(f"{name:<{width}}  {size:>7}  {where}")
+    print("--model also takes a checkpoint path (an OpenAI .pt archive or a saved state dict).")
+    return 0
