@@ -15,9 +15,11 @@ triton first (ours, or torch.compile's) gets the interpreter. On a CUDA machine 
 compiles, and `backend="triton"` on CPU tensors raises an error saying to start the process with
 TRITON_INTERPRET=1.
 
-Kernel bodies are plain module-level functions that use `tl` as a module global. `jit_in_place`
-imports triton on first use, binds `tl` in the kernel module and replaces each named function by its
-`triton.jit` object (kernels call their helpers by global name, so helpers must be jitted too).
+Each kernel file defines its kernels, each under a visible `@triton.jit`, in a cached function
+`_triton_kernels()` that its launchers call first, so importing it never imports triton (heavy, optional,
+and to be imported only after the choice above). That function declares the kernels and `tl` global,
+because the interpreter re-runs each kernel's source in the module's globals: a helper or `tl` held in a
+closure would not be found there.
 """
 import functools
 import importlib
@@ -68,18 +70,6 @@ def use_triton(backend: str, *tensors: torch.Tensor) -> bool:
             "in compiled mode; start it with TRITON_INTERPRET=1, or use backend='reference' for CPU tensors"
         )
     return True
-
-
-def jit_in_place(module_globals: dict, names: tuple) -> None:
-    """Import triton, bind `tl` in the kernel module and replace each named function by its jit object."""
-    if module_globals.get("tl") is not None:
-        return
-    import triton
-    import triton.language as tl
-
-    for name in names:
-        module_globals[name] = triton.jit(module_globals[name])
-    module_globals["tl"] = tl  # bound last: a non-None `tl` means the module is ready
 
 
 def num_programs_target(device: torch.device) -> int:

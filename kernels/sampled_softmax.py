@@ -28,6 +28,7 @@ Cost: 2BMD FLOPs forward and 6BMD backward over the shared columns.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -43,149 +44,154 @@ TILE_CONFIGS = {
     "fp32": dict(BLOCK_B=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
     "interpret": dict(BLOCK_B=32, BLOCK_N=64, BLOCK_K=32),  # no tuning knobs in the interpreter
 }
-tl = None  # triton.language, bound by _backend.jit_in_place on the first Triton call
 
 
 # ----------------------------------------------------------------------------- Triton kernels
-def _tile_epilogue(dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb,
-                   col0, run_max, run_sum, z_target, ds_rows, MODE: tl.constexpr, SCALE_GRAD: tl.constexpr):
-    """One (BLOCK_B, BLOCK_N) tile of <x_i, w_j>: update the row carries (MODE 0) or write G (MODE 1)."""
-    is_target = (cols[None, :] == target[:, None]) & col_ok[None, :]
-    visible = row_ok[:, None] & col_ok[None, :] & ((cols[None, :] != ignore[:, None]) | is_target)
-    z = dot * scale + tl.where(is_target, 0.0, margin[:, None])  # the target column has no margin
-    z = tl.where(visible, z, float("-inf"))
-    if MODE == 0:
-        new_max = tl.maximum(run_max, tl.max(z, 1))
-        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # a row with nothing visible yet
-        run_sum = run_sum * tl.exp(run_max - safe_max) + tl.sum(tl.exp(z - safe_max[:, None]), 1)
-        run_max = new_max
-        z_target += tl.sum(tl.where(is_target, z, 0.0), 1)
-    else:
-        p = tl.exp((z - z_t[:, None]) - loss[:, None])  # softmax, exact for large logits; 0 where invisible
-        grad_z = gout[:, None] * (p - is_target.to(tl.float32))
-        if SCALE_GRAD:
-            ds_rows += tl.sum(grad_z * dot, 1)
-        g_ptrs = G + rows.to(tl.int64)[:, None] * stride_gb + (cols - col0)[None, :]
-        tl.store(g_ptrs, (grad_z * scale).to(G.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
-    return run_max, run_sum, z_target, ds_rows
+@functools.cache
+def _triton_kernels():
+    """Import triton and define the kernels as module globals, on the first Triton call (why: _backend.py)."""
+    global tl, _tile_epilogue, _softmax_tile_kernel, _finish_kernel, _segment_sum_kernel
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _tile_epilogue(dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb,
+                       col0, run_max, run_sum, z_target, ds_rows, MODE: tl.constexpr, SCALE_GRAD: tl.constexpr):
+        """One (BLOCK_B, BLOCK_N) tile of <x_i, w_j>: update the row carries (MODE 0) or write G (MODE 1)."""
+        is_target = (cols[None, :] == target[:, None]) & col_ok[None, :]
+        visible = row_ok[:, None] & col_ok[None, :] & ((cols[None, :] != ignore[:, None]) | is_target)
+        z = dot * scale + tl.where(is_target, 0.0, margin[:, None])  # the target column has no margin
+        z = tl.where(visible, z, float("-inf"))
+        if MODE == 0:
+            new_max = tl.maximum(run_max, tl.max(z, 1))
+            safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # a row with nothing visible yet
+            run_sum = run_sum * tl.exp(run_max - safe_max) + tl.sum(tl.exp(z - safe_max[:, None]), 1)
+            run_max = new_max
+            z_target += tl.sum(tl.where(is_target, z, 0.0), 1)
+        else:
+            p = tl.exp((z - z_t[:, None]) - loss[:, None])  # softmax, exact for large logits; 0 where invisible
+            grad_z = gout[:, None] * (p - is_target.to(tl.float32))
+            if SCALE_GRAD:
+                ds_rows += tl.sum(grad_z * dot, 1)
+            g_ptrs = G + rows.to(tl.int64)[:, None] * stride_gb + (cols - col0)[None, :]
+            tl.store(g_ptrs, (grad_z * scale).to(G.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+        return run_max, run_sum, z_target, ds_rows
+
+    @triton.jit
+    def _softmax_tile_kernel(
+        X, W, TARGET, IGNORE, MARGIN, SCALE, ZT, LOSS, GOUT, G, PART,
+        n_rows, dim, col_end, col0, cols_per_split,
+        stride_xb, stride_xd, stride_wm, stride_wd, stride_gb,
+        MODE: tl.constexpr,  # 0: partial (max, log sum exp, target logit) per split; 1: write G = s dL/dz
+        HAS_IGNORE: tl.constexpr, SCALE_GRAD: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ):
+        """Program (row block, split) sweeps shared columns [lo, hi) of [col0, col_end) in BLOCK_N tiles."""
+        rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+        row_ok = rows < n_rows
+        target = tl.load(TARGET + rows, mask=row_ok, other=-1)
+        if HAS_IGNORE:
+            ignore = tl.load(IGNORE + rows, mask=row_ok, other=-1)
+        else:
+            ignore = tl.full([BLOCK_B], -1, tl.int64)
+        margin = tl.load(MARGIN + rows, mask=row_ok, other=0.0)
+        scale = tl.load(SCALE)
+        # MODE 1 only (dummy buffers in MODE 0): z_target, loss_i and dL/dloss_i of each row
+        z_t = tl.load(ZT + rows, mask=row_ok, other=0.0)
+        loss = tl.load(LOSS + rows, mask=row_ok, other=0.0)
+        gout = tl.load(GOUT + rows, mask=row_ok, other=0.0)
+        lo = col0 + tl.program_id(1) * cols_per_split
+        hi = tl.minimum(lo + cols_per_split, col_end)
+        ks = tl.arange(0, BLOCK_K)
+        x_ptrs = X + rows.to(tl.int64)[:, None] * stride_xb + ks[None, :] * stride_xd  # (BLOCK_B, BLOCK_K)
+        run_max = tl.full([BLOCK_B], float("-inf"), tl.float32)
+        run_sum = tl.zeros([BLOCK_B], tl.float32)
+        z_target = tl.zeros([BLOCK_B], tl.float32)
+        ds_rows = tl.zeros([BLOCK_B], tl.float32)
+        for c in range(lo, hi, BLOCK_N):
+            cols = c + tl.arange(0, BLOCK_N)
+            col_ok = cols < hi
+            w_ptrs = W + cols.to(tl.int64)[None, :] * stride_wm + ks[:, None] * stride_wd  # (BLOCK_K, BLOCK_N)
+            dot = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+            for k in range(0, dim, BLOCK_K):
+                k_ok = ks + k < dim
+                xt = tl.load(x_ptrs + k * stride_xd, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                wt = tl.load(w_ptrs + k * stride_wd, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                dot = tl.dot(xt, wt, dot, input_precision=DOT_PRECISION)
+            run_max, run_sum, z_target, ds_rows = _tile_epilogue(
+                dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb, col0,
+                run_max, run_sum, z_target, ds_rows, MODE, SCALE_GRAD)
+        part = PART + tl.program_id(1) * n_rows + rows  # PART: (quantity, split, row)
+        if MODE == 0:
+            stride_q = tl.num_programs(1) * n_rows
+            tl.store(part, run_max, mask=row_ok)
+            tl.store(part + stride_q, tl.log(run_sum), mask=row_ok)
+            tl.store(part + 2 * stride_q, z_target, mask=row_ok)
+        elif SCALE_GRAD:
+            tl.store(part, ds_rows, mask=row_ok)
+
+    @triton.jit
+    def _finish_kernel(X, W, TARGET, SCALE, PART, LOSS, ZT, DOTP, n_rows, n_splits, dim, shared_from,
+                       stride_xb, stride_xd, stride_wm, stride_wd, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+        """Per row: the private target logit, the splits combined relative to the target logit, the loss.
+
+        loss_i = log sum_j exp(z_j - z_t): the shared columns give sum_s exp((m_s - z_t) + log l_s); a private
+        target adds its own exp(0) = 1, i.e. loss = softplus(shared part). Never lse - z_t, which would lose
+        ~1e-5 absolute to fp32 rounding when the logits are near 100.
+        """
+        rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+        row_ok = rows < n_rows
+        target = tl.load(TARGET + rows, mask=row_ok, other=0)
+        private = row_ok & (target < shared_from)
+        dot = tl.zeros([BLOCK_B], tl.float32)
+        if shared_from > 0:
+            for d0 in range(0, dim, BLOCK_D):
+                d = d0 + tl.arange(0, BLOCK_D)
+                mask = private[:, None] & (d < dim)[None, :]
+                x = tl.load(X + rows.to(tl.int64)[:, None] * stride_xb + d[None, :] * stride_xd, mask=mask, other=0.0)
+                w = tl.load(W + target[:, None] * stride_wm + d[None, :] * stride_wd, mask=mask, other=0.0)
+                dot += tl.sum(x.to(tl.float32) * w.to(tl.float32), 1)
+        z_shared = tl.zeros([BLOCK_B], tl.float32)
+        for split in range(0, n_splits):
+            z_shared += tl.load(PART + (2 * n_splits + split) * n_rows + rows, mask=row_ok, other=0.0)
+        z_t = tl.where(private, tl.load(SCALE) * dot, z_shared)
+        top = tl.full([BLOCK_B], float("-inf"), tl.float32)
+        for split in range(0, n_splits):
+            v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
+            top = tl.maximum(top, v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0))
+        safe_top = tl.where(top == float("-inf"), 0.0, top)
+        total = tl.zeros([BLOCK_B], tl.float32)
+        for split in range(0, n_splits):
+            v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
+            total += tl.exp(v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0) - safe_top)
+        shared = safe_top + tl.log(total)  # -inf when no shared column is visible
+        t = tl.exp(-tl.abs(shared))
+        log1p_t = tl.where(t < 1e-4, t * (1.0 - 0.5 * t), tl.log(1.0 + t))  # log1p without libdevice
+        loss = tl.where(private, tl.maximum(shared, 0.0) + log1p_t, shared)
+        tl.store(LOSS + rows, loss, mask=row_ok)
+        tl.store(ZT + rows, z_t, mask=row_ok)
+        tl.store(DOTP + rows, dot, mask=row_ok)
+
+    @triton.jit
+    def _segment_sum_kernel(X, COEF, ORDER, OFFSETS, OUT, dim, stride_xb, stride_xd, stride_ob, stride_od,
+                            BLOCK_D: tl.constexpr):
+        """OUT[c] = sum of COEF[r] * X[r] over the rows r of class c, in sorted row order (deterministic)."""
+        cls = tl.program_id(0)
+        d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        d_ok = d < dim
+        acc = tl.zeros([BLOCK_D], tl.float32)
+        for r in range(tl.load(OFFSETS + cls), tl.load(OFFSETS + cls + 1)):
+            row = tl.load(ORDER + r)
+            coef = tl.load(COEF + row)
+            acc += coef * tl.load(X + row * stride_xb + d * stride_xd, mask=d_ok, other=0.0).to(tl.float32)
+        tl.store(OUT + cls * stride_ob + d * stride_od, acc.to(OUT.dtype.element_ty), mask=d_ok)
 
 
-def _softmax_tile_kernel(
-    X, W, TARGET, IGNORE, MARGIN, SCALE, ZT, LOSS, GOUT, G, PART,
-    n_rows, dim, col_end, col0, cols_per_split,
-    stride_xb, stride_xd, stride_wm, stride_wd, stride_gb,
-    MODE: tl.constexpr,  # 0: partial (max, log sum exp, target logit) per split; 1: write G = s dL/dz
-    HAS_IGNORE: tl.constexpr, SCALE_GRAD: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """Program (row block, split) sweeps shared columns [lo, hi) of [col0, col_end) in BLOCK_N tiles."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < n_rows
-    target = tl.load(TARGET + rows, mask=row_ok, other=-1)
-    if HAS_IGNORE:
-        ignore = tl.load(IGNORE + rows, mask=row_ok, other=-1)
-    else:
-        ignore = tl.full([BLOCK_B], -1, tl.int64)
-    margin = tl.load(MARGIN + rows, mask=row_ok, other=0.0)
-    scale = tl.load(SCALE)
-    # MODE 1 only (dummy buffers in MODE 0): z_target, loss_i and dL/dloss_i of each row
-    z_t = tl.load(ZT + rows, mask=row_ok, other=0.0)
-    loss = tl.load(LOSS + rows, mask=row_ok, other=0.0)
-    gout = tl.load(GOUT + rows, mask=row_ok, other=0.0)
-    lo = col0 + tl.program_id(1) * cols_per_split
-    hi = tl.minimum(lo + cols_per_split, col_end)
-    ks = tl.arange(0, BLOCK_K)
-    x_ptrs = X + rows.to(tl.int64)[:, None] * stride_xb + ks[None, :] * stride_xd  # (BLOCK_B, BLOCK_K)
-    run_max = tl.full([BLOCK_B], float("-inf"), tl.float32)
-    run_sum = tl.zeros([BLOCK_B], tl.float32)
-    z_target = tl.zeros([BLOCK_B], tl.float32)
-    ds_rows = tl.zeros([BLOCK_B], tl.float32)
-    for c in range(lo, hi, BLOCK_N):
-        cols = c + tl.arange(0, BLOCK_N)
-        col_ok = cols < hi
-        w_ptrs = W + cols.to(tl.int64)[None, :] * stride_wm + ks[:, None] * stride_wd  # (BLOCK_K, BLOCK_N)
-        dot = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-        for k in range(0, dim, BLOCK_K):
-            k_ok = ks + k < dim
-            xt = tl.load(x_ptrs + k * stride_xd, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            wt = tl.load(w_ptrs + k * stride_wd, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-            dot = tl.dot(xt, wt, dot, input_precision=DOT_PRECISION)
-        run_max, run_sum, z_target, ds_rows = _tile_epilogue(
-            dot, cols, col_ok, rows, row_ok, target, ignore, margin, scale, z_t, loss, gout, G, stride_gb, col0,
-            run_max, run_sum, z_target, ds_rows, MODE, SCALE_GRAD)
-    part = PART + tl.program_id(1) * n_rows + rows  # PART: (quantity, split, row)
-    if MODE == 0:
-        stride_q = tl.num_programs(1) * n_rows
-        tl.store(part, run_max, mask=row_ok)
-        tl.store(part + stride_q, tl.log(run_sum), mask=row_ok)
-        tl.store(part + 2 * stride_q, z_target, mask=row_ok)
-    elif SCALE_GRAD:
-        tl.store(part, ds_rows, mask=row_ok)
-
-
-def _finish_kernel(X, W, TARGET, SCALE, PART, LOSS, ZT, DOTP, n_rows, n_splits, dim, shared_from,
-                   stride_xb, stride_xd, stride_wm, stride_wd, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Per row: the private target logit, the splits combined relative to the target logit, the loss.
-
-    loss_i = log sum_j exp(z_j - z_t): the shared columns give sum_s exp((m_s - z_t) + log l_s); a private
-    target adds its own exp(0) = 1, i.e. loss = softplus(shared part). Never lse - z_t, which would lose
-    ~1e-5 absolute to fp32 rounding when the logits are near 100.
-    """
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < n_rows
-    target = tl.load(TARGET + rows, mask=row_ok, other=0)
-    private = row_ok & (target < shared_from)
-    dot = tl.zeros([BLOCK_B], tl.float32)
-    if shared_from > 0:
-        for d0 in range(0, dim, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)
-            mask = private[:, None] & (d < dim)[None, :]
-            x = tl.load(X + rows.to(tl.int64)[:, None] * stride_xb + d[None, :] * stride_xd, mask=mask, other=0.0)
-            w = tl.load(W + target[:, None] * stride_wm + d[None, :] * stride_wd, mask=mask, other=0.0)
-            dot += tl.sum(x.to(tl.float32) * w.to(tl.float32), 1)
-    z_shared = tl.zeros([BLOCK_B], tl.float32)
-    for split in range(0, n_splits):
-        z_shared += tl.load(PART + (2 * n_splits + split) * n_rows + rows, mask=row_ok, other=0.0)
-    z_t = tl.where(private, tl.load(SCALE) * dot, z_shared)
-    top = tl.full([BLOCK_B], float("-inf"), tl.float32)
-    for split in range(0, n_splits):
-        v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
-        top = tl.maximum(top, v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0))
-    safe_top = tl.where(top == float("-inf"), 0.0, top)
-    total = tl.zeros([BLOCK_B], tl.float32)
-    for split in range(0, n_splits):
-        v = tl.load(PART + split * n_rows + rows, mask=row_ok, other=0.0) - z_t
-        total += tl.exp(v + tl.load(PART + (n_splits + split) * n_rows + rows, mask=row_ok, other=0.0) - safe_top)
-    shared = safe_top + tl.log(total)  # -inf when no shared column is visible
-    t = tl.exp(-tl.abs(shared))
-    log1p_t = tl.where(t < 1e-4, t * (1.0 - 0.5 * t), tl.log(1.0 + t))  # log1p without libdevice
-    loss = tl.where(private, tl.maximum(shared, 0.0) + log1p_t, shared)
-    tl.store(LOSS + rows, loss, mask=row_ok)
-    tl.store(ZT + rows, z_t, mask=row_ok)
-    tl.store(DOTP + rows, dot, mask=row_ok)
-
-
-def _segment_sum_kernel(X, COEF, ORDER, OFFSETS, OUT, dim, stride_xb, stride_xd, stride_ob, stride_od,
-                        BLOCK_D: tl.constexpr):
-    """OUT[c] = sum of COEF[r] * X[r] over the rows r of class c, in sorted row order (deterministic)."""
-    cls = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d < dim
-    acc = tl.zeros([BLOCK_D], tl.float32)
-    for r in range(tl.load(OFFSETS + cls), tl.load(OFFSETS + cls + 1)):
-        row = tl.load(ORDER + r)
-        acc += tl.load(COEF + row) * tl.load(X + row * stride_xb + d * stride_xd, mask=d_ok, other=0.0).to(tl.float32)
-    tl.store(OUT + cls * stride_ob + d * stride_od, acc.to(OUT.dtype.element_ty), mask=d_ok)
-
-
-_TRITON_FUNCTIONS = ("_tile_epilogue", "_softmax_tile_kernel", "_finish_kernel", "_segment_sum_kernel")
-
-
-# ----------------------------------------------------------------------------- Triton launchers
+# ----------------------------------------------------------------------------- launchers
 def _launch_tiles(mode, x, w, scale, target, margin, ignore, col0, col_end, z_target=None, loss=None, gout=None,
                   g=None, scale_grad=False):
     """Run the tile kernel over columns [col0, col_end); returns its PART buffer (quantity, split, row)."""
-    _backend.jit_in_place(globals(), _TRITON_FUNCTIONS)
+    _triton_kernels()
     interpret = x.device.type == "cpu"
     if interpret:
         cfg, precision = TILE_CONFIGS["interpret"], "ieee"
@@ -220,6 +226,7 @@ def _triton_operands(x, w):
 
 def _triton_forward(x, w, scale, target, margin, ignore, shared_from):
     """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,): two launches."""
+    _triton_kernels()
     n_rows, n_cols = x.shape[0], w.shape[0]
     part = torch.empty((3, 0, n_rows), device=x.device)  # no shared columns: no split
     if shared_from < n_cols:
@@ -243,6 +250,7 @@ def _triton_class_sum(out, coef, x, target, private):
     """out[c] = sum over private rows r with target[r] == c of coef[r] * x[r]."""
     if not (DETERMINISTIC or torch.are_deterministic_algorithms_enabled()):
         return _reference_class_sum(out, coef, x, target, private)
+    _triton_kernels()
     n_classes = out.shape[0]
     key = torch.where(private, target, n_classes)  # shared-target rows sort after every class
     order = torch.argsort(key, stable=True)
@@ -255,65 +263,7 @@ def _triton_class_sum(out, coef, x, target, private):
     )
 
 
-# ----------------------------------------------------------------------------- reference (plain PyTorch)
-def _reference_operands(x, w):
-    return x.float(), w  # class rows are cast chunk by chunk
-
-
-def _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot):
-    """(dot or None, z, hit rows, their target columns) for shared columns [c0, c1); z is -inf where invisible."""
-    dot = x @ w[c0:c1].float().T  # (B, C)
-    z = dot.clone() if keep_dot else dot
-    z.mul_(scale)
-    hit = torch.nonzero((target >= c0) & (target < c1)).squeeze(1)
-    hit_cols = target[hit] - c0
-    z_target = z[hit, hit_cols]  # the target column has no margin
-    z.add_(margin[:, None])
-    z[hit, hit_cols] = z_target
-    if ignore is not None:
-        masked = torch.nonzero((ignore >= c0) & (ignore < c1) & (ignore != target)).squeeze(1)
-        z[masked, ignore[masked] - c0] = float("-inf")
-    return (dot if keep_dot else None), z, hit, hit_cols
-
-
-def _reference_forward(x, w, scale, target, margin, ignore, shared_from):
-    """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,), from column chunks."""
-    n_rows = x.shape[0]
-    private = target < shared_from
-    dot_private = torch.zeros(n_rows, device=x.device)
-    if shared_from > 0:
-        dot_private = torch.where(private, (x * w[target].float()).sum(1), 0.0)
-    nothing = torch.full((n_rows,), float("-inf"), device=x.device)  # a part with no visible column
-    maxes, log_sums = [nothing], [nothing]
-    z_target = torch.zeros(n_rows, device=x.device)
-    for c0, c1 in _chunks(shared_from, w.shape[0], n_rows, 4):
-        _, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=False)
-        z_target[hit] = z[hit, hit_cols]
-        z_max = z.amax(1)
-        maxes.append(z_max)
-        log_sums.append(z.sub_(torch.where(z_max == float("-inf"), 0.0, z_max)[:, None]).exp_().sum(1).log_())
-    # loss_i = log sum_j exp(z_j - z_t), formed relative to the target logit, never as lse - z_t: with
-    # logits near 100 that difference would lose ~1e-5 absolute to fp32 rounding
-    z_target = torch.where(private, scale * dot_private, z_target)
-    shared = torch.logsumexp((torch.stack(maxes) - z_target) + torch.stack(log_sums), 0)  # -inf: none visible
-    losses = torch.where(private, torch.logaddexp(shared, torch.zeros_like(shared)), shared)  # + exp(0) of z_t
-    return losses, z_target, dot_private
-
-
-def _reference_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
-    dot, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=scale_grad)
-    grad_z = z.sub_(z_target[:, None]).sub_(loss[:, None]).exp_().mul_(gout[:, None])  # softmax * dL/dloss_i
-    grad_z[hit, hit_cols] -= gout[hit]
-    ds_rows = (grad_z * dot).sum(1) if scale_grad else None
-    return grad_z.mul_(scale), ds_rows
-
-
-def _reference_class_sum(out, coef, x, target, private):
-    rows = coef[:, None] * x.float()  # non-private rows have coef 0 and add nothing to class 0
-    acc = torch.zeros(out.shape, device=x.device, dtype=torch.float32)
-    out.copy_(acc.index_add_(0, torch.where(private, target, 0), rows))
-
-
+# ----------------------------------------------------------------------------- autograd Function and public function
 class _Engine:
     """The two ways to sweep the shared columns; everything else is common code in _SampledSoftmax."""
 
@@ -322,7 +272,6 @@ class _Engine:
 
 
 _TRITON = _Engine(_triton_operands, _triton_forward, _triton_grad_chunk, _triton_class_sum)
-_REFERENCE = _Engine(_reference_operands, _reference_forward, _reference_grad_chunk, _reference_class_sum)
 
 
 def _chunks(start, stop, n_rows, itemsize):
@@ -380,7 +329,6 @@ class _SampledSoftmax(torch.autograd.Function):
         return dx, dw, ds, None, None, None, None, None, None
 
 
-# ----------------------------------------------------------------------------- public functions
 def sampled_softmax_loss(features, class_features, target, scale, margin=0.0, shared_from=0, ignore=None,
                          reduction="mean", backend="auto"):
     """Softmax cross-entropy over each row's visible columns (see the module docstring); loss in fp32.
@@ -396,13 +344,6 @@ def sampled_softmax_loss(features, class_features, target, scale, margin=0.0, sh
     args = _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction)
     engine = _TRITON if _backend.use_triton(backend, features) else _REFERENCE
     return _SampledSoftmax.apply(*args, engine)
-
-
-def sampled_softmax_loss_reference(features, class_features, target, scale, margin=0.0, shared_from=0,
-                                   ignore=None, reduction="mean"):
-    """The plain-PyTorch twin (column-chunked, memory-lean; the CPU fast path). Same arguments and result."""
-    return _SampledSoftmax.apply(*_validated(features, class_features, target, scale, margin, shared_from, ignore,
-                                             reduction), _REFERENCE)
 
 
 def _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction):
@@ -468,3 +409,96 @@ def _check_index(name, t, n_rows):
         raise ValueError(f"{name} must be a ({n_rows},) integer tensor, got {getattr(t, 'shape', type(t))}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+
+
+# ----------------------------------------------------------------------------- reference twin (plain PyTorch)
+def _reference_operands(x, w):
+    return x.float(), w  # class rows are cast chunk by chunk
+
+
+def _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot):
+    """(dot or None, z, hit rows, their target columns) for shared columns [c0, c1); z is -inf where invisible."""
+    dot = x @ w[c0:c1].float().T  # (B, C)
+    z = dot.clone() if keep_dot else dot
+    z.mul_(scale)
+    hit = torch.nonzero((target >= c0) & (target < c1)).squeeze(1)
+    hit_cols = target[hit] - c0
+    z_target = z[hit, hit_cols]  # the target column has no margin
+    z.add_(margin[:, None])
+    z[hit, hit_cols] = z_target
+    if ignore is not None:
+        masked = torch.nonzero((ignore >= c0) & (ignore < c1) & (ignore != target)).squeeze(1)
+        z[masked, ignore[masked] - c0] = float("-inf")
+    return (dot if keep_dot else None), z, hit, hit_cols
+
+
+def _reference_forward(x, w, scale, target, margin, ignore, shared_from):
+    """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,), from column chunks."""
+    n_rows = x.shape[0]
+    private = target < shared_from
+    dot_private = torch.zeros(n_rows, device=x.device)
+    if shared_from > 0:
+        dot_private = torch.where(private, (x * w[target].float()).sum(1), 0.0)
+    nothing = torch.full((n_rows,), float("-inf"), device=x.device)  # a part with no visible column
+    maxes, log_sums = [nothing], [nothing]
+    z_target = torch.zeros(n_rows, device=x.device)
+    for c0, c1 in _chunks(shared_from, w.shape[0], n_rows, 4):
+        _, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=False)
+        z_target[hit] = z[hit, hit_cols]
+        z_max = z.amax(1)
+        maxes.append(z_max)
+        log_sums.append(z.sub_(torch.where(z_max == float("-inf"), 0.0, z_max)[:, None]).exp_().sum(1).log_())
+    # loss_i = log sum_j exp(z_j - z_t), formed relative to the target logit, never as lse - z_t: with
+    # logits near 100 that difference would lose ~1e-5 absolute to fp32 rounding
+    z_target = torch.where(private, scale * dot_private, z_target)
+    shared = torch.logsumexp((torch.stack(maxes) - z_target) + torch.stack(log_sums), 0)  # -inf: none visible
+    losses = torch.where(private, torch.logaddexp(shared, torch.zeros_like(shared)), shared)  # + exp(0) of z_t
+    return losses, z_target, dot_private
+
+
+def _reference_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
+    dot, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=scale_grad)
+    grad_z = z.sub_(z_target[:, None]).sub_(loss[:, None]).exp_().mul_(gout[:, None])  # softmax * dL/dloss_i
+    grad_z[hit, hit_cols] -= gout[hit]
+    ds_rows = (grad_z * dot).sum(1) if scale_grad else None
+    return grad_z.mul_(scale), ds_rows
+
+
+def _reference_class_sum(out, coef, x, target, private):
+    rows = coef[:, None] * x.float()  # non-private rows have coef 0 and add nothing to class 0
+    acc = torch.zeros(out.shape, device=x.device, dtype=torch.float32)
+    out.copy_(acc.index_add_(0, torch.where(private, target, 0), rows))
+
+
+_REFERENCE = _Engine(_reference_operands, _reference_forward, _reference_grad_chunk, _reference_class_sum)
+
+
+def sampled_softmax_loss_reference(features, class_features, target, scale, margin=0.0, shared_from=0,
+                                   ignore=None, reduction="mean"):
+    """The plain-PyTorch twin (column-chunked, memory-lean; the CPU fast path). Same arguments and result."""
+    return _SampledSoftmax.apply(*_validated(features, class_features, target, scale, margin, shared_from, ignore,
+                                             reduction), _REFERENCE)
+
+
+# ----------------------------------------------------------------------------- naive formula (float64)
+def sampled_softmax_loss_naive(features, class_features, target, scale, margin=0.0, shared_from=0, ignore=None,
+                               reduction="mean"):
+    """The loss as defined, in float64 over the dense (B, M) logits: the oracle the tests hold both paths to.
+    O(B M) memory, so small inputs only; no validation. Same arguments as sampled_softmax_loss.
+
+      z[i, j]  = scale <x_i, w_j> + (margin_i if j != target[i] else 0)
+      j visible to row i  <=>  j == target[i], or (j >= shared_from and j != ignore[i])
+      loss_i   = logsumexp_{j visible to i} z[i, j] - z[i, target[i]]
+    """
+    x, w = features.double(), class_features.double()
+    n_rows, n_cols = x.shape[0], w.shape[0]
+    cols = torch.arange(n_cols, device=x.device)
+    is_target = cols[None, :] == target[:, None]  # (B, M)
+    margin = torch.as_tensor(margin, dtype=torch.float64, device=x.device).expand(n_rows)
+    z = torch.as_tensor(scale, dtype=torch.float64) * x @ w.T + torch.where(is_target, 0.0, margin[:, None])
+    visible = (cols[None, :] >= shared_from) | is_target
+    if ignore is not None:
+        visible &= (cols[None, :] != ignore[:, None]) | is_target
+    z = z.masked_fill(~visible, float("-inf"))
+    losses = torch.logsumexp(z, 1) - z[torch.arange(n_rows, device=x.device), target]
+    return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]

@@ -1,4 +1,5 @@
-"""tinyprompt.kernels.ranking_loss: reference twin vs float64 pairs, Triton vs reference, TaI-DPT golden cases.
+"""tinyprompt.kernels.ranking_loss: reference twin vs float64 pairs (ranking_loss_naive), Triton vs reference,
+TaI-DPT golden cases.
 
 The Triton path runs compiled on CUDA when a GPU is present, else under the Triton interpreter on CPU.
 """
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from golden import golden_params, load
-from tinyprompt.kernels import _backend, ranking, ranking_loss
+from tinyprompt.kernels import _backend, ranking, ranking_loss, ranking_loss_naive
 from tinyprompt.kernels.ranking import ranking_loss_reference
 
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -18,18 +19,6 @@ needs_triton = pytest.mark.skipif(not _backend.triton_available(), reason="trito
 needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and _backend.triton_available()),
                                 reason="the compiled kernels need a CUDA device")
 BACKENDS = ["reference", pytest.param("triton", marks=needs_triton)]
-
-
-def pairwise64(scores, labels, margin, kind, reduction):
-    """The definition in float64 over the explicit (B, C, C) pair tensor: [b, i, j] = s_j - s_i."""
-    s = scores.double()
-    pairs = (labels == 1).double()[:, :, None] * (labels == 0).double()[:, None, :]
-    diff = s[:, None, :] - s[:, :, None]
-    if kind == "hinge":  # torch.maximum, as the official code: gradient 0.5 at an exact kink
-        losses = (torch.maximum(margin + diff, torch.zeros_like(diff)) * pairs).sum((1, 2))
-    else:
-        losses = torch.log1p((torch.exp(diff) * pairs).sum((1, 2)))
-    return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
 
 
 def make_case(n_rows, n_cols, seed, dtype=torch.float32):
@@ -61,7 +50,7 @@ def assert_close(got, want, rtol, what=""):
 def test_reference_matches_float64_pairs(kind, reduction):
     scores, labels = make_case(9, 41, seed=1)
     loss, grad = run(ranking_loss_reference, scores, labels, 0.7, kind, reduction)
-    want, want_grad = run(pairwise64, scores.double(), labels, 0.7, kind, reduction)
+    want, want_grad = run(ranking_loss_naive, scores.double(), labels, 0.7, kind, reduction)
     assert_close(loss, want, 1e-6, "loss")
     assert_close(grad, want_grad, 1e-6, "grad")
 
@@ -94,7 +83,7 @@ def test_triton_matches_reference(n_rows, n_cols, tiles, kind, monkeypatch):
 def test_half_precision_and_strided_inputs(backend, dtype):
     """16-bit scores are read as is (fp32 math); scores and labels may be non-contiguous views."""
     scores, labels = make_case(6, 30, seed=4, dtype=dtype)
-    want, want_grad = run(pairwise64, scores.double(), labels, 1.0, "hinge", "mean")
+    want, want_grad = run(ranking_loss_naive, scores.double(), labels, 1.0, "hinge", "mean")
     dev = TRITON_DEVICE if backend == "triton" else "cpu"
     wide = torch.zeros(6, 60, dtype=dtype, device=dev)
     wide[:, ::2] = scores.to(dev)
@@ -152,7 +141,7 @@ def test_ties_across_tiles(backend, monkeypatch):
     g = torch.Generator().manual_seed(7)
     scores = torch.randint(-3, 4, (4, 70), generator=g).float()
     labels = torch.randint(-1, 2, (4, 70), generator=g)
-    want, want_grad = run(pairwise64, scores.double(), labels, 1.0, "hinge", "none")
+    want, want_grad = run(ranking_loss_naive, scores.double(), labels, 1.0, "hinge", "none")
     dev = TRITON_DEVICE if backend == "triton" else "cpu"
     got, got_grad = run(ranking_loss, scores.to(dev), labels.to(dev), 1.0, "hinge", "none", backend=backend)
     assert_close(got, want, 1e-6, "loss")
