@@ -153,6 +153,38 @@ def test_eot_truncation_is_exact():
     assert_rounding_close(F.normalize(short, dim=-1), F.normalize(full, dim=-1), k, depth + 1)  # + the norm's sum
 
 
+def test_text_prefix_cache_is_the_same_function():
+    """Prompts sharing their first P positions: the prefix's keys and values, computed once (`text_prefix`), read
+    by every row (`encode_text_after_prefix`) give encode_text_embeddings of the whole prompts. Exact in math
+    (causal: the prefix never sees the rows); other attention shapes, so equal up to rounding, gradients too."""
+    model, p = _randomised(TINY_VIT), 3
+    tokens = _tokens(3, 500, [4, 11, 7])
+    eot = eot_index(tokens)
+    embeddings = model.token_embedding(tokens)[:, : int(eot.max()) + 1].detach()
+    head, rest = embeddings[:1, :p].clone().requires_grad_(), embeddings[:, p:].clone().requires_grad_()
+    cot = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for flag in (False, True):  # gradient checkpointing recomputes the rows' blocks with the same prefix
+        model.transformer.grad_checkpointing = flag
+        prefix = model.text_prefix(head)
+        assert [tuple(t.shape) for kv in prefix for t in kv] == [(1, p, 64)] * 4  # keys and values per block
+        outs.append(model.encode_text_after_prefix(prefix, rest, eot - p))
+        grads.append(torch.autograd.grad((outs[-1] * cot).sum(), (head, rest)))
+    model.transformer.grad_checkpointing = False
+    full = model.encode_text_embeddings(torch.cat([head.expand(3, p, 64), rest], dim=1), eot)
+    full_grads = torch.autograd.grad((full * cot).sum(), (head, rest))
+    k, depth = text_depth(model)
+    k_back, depth_back = text_depth(model, backward=True)
+    for out, grad in zip(outs, grads):
+        assert_rounding_close(out, full, k, depth)
+        for g, want in zip(grad, full_grads):
+            assert_rounding_close(g, want, k_back, depth_back)
+    with pytest.raises(ValueError, match=r"\(N, L <= 74, 64\)"):  # P = 3 positions are taken by the prefix
+        model.encode_text_after_prefix(model.text_prefix(head), torch.zeros(3, 75, 64), eot)
+    with pytest.raises(ValueError, match="needs a causal transformer"):  # the vision tower's prefix sees the rest
+        model.visual.transformer.prefix(torch.zeros(1, 2, 64))
+
+
 def test_first_eot_wins():
     tokens = torch.tensor([[49406, 320, 49407, 1929, 49407, 0], [49406, 49407, 0, 0, 0, 0]])
     assert eot_index(tokens).tolist() == [2, 1]

@@ -74,6 +74,7 @@ def test_assembly_layout_by_hand(clip, position):
         rest = emb[i, 1 + n_ctx + n :]
         parts = {"end": [ctx, name], "middle": [ctx[:1], name, ctx[1:]], "front": [name, ctx]}[position]
         assert torch.equal(out[i], torch.cat([emb[i, :1], *parts, rest]))
+    assert torch.equal(out, prompts.concatenate(ctx))  # the gather copies what CoOp's concatenation copies
     # the name length is counted alone: "a (b)" is 4 tokens, its ")" merges with "." in the sentence
     assert prompts.name_lens[NAMES.index("a (b)")] == 4
 
@@ -116,6 +117,7 @@ def test_buffers_are_ids_not_embeddings_and_encoding_is_unchanged(clip, position
     for ctx in (torch.randn(3, 32, generator=g), torch.randn(len(idx), 3, 32, generator=g)):  # shared, per row
         ctx.requires_grad_()
         assert torch.equal(prompts.assemble(ctx, idx), full_table_prompts(clip, prompts, ctx, idx))
+        assert torch.equal(prompts.assemble(ctx, idx), prompts.concatenate(ctx, idx))  # the reference twin: copies
         lookups = []  # rows and positions of every token-embedding lookup: one chunk at a time
         hook = clip.token_embedding.register_forward_hook(lambda m, args, out: lookups.append(args[0].shape))
         out = prompts.encode(clip, ctx, idx)

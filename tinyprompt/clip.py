@@ -10,6 +10,8 @@ Hook points, so that no method forks this file:
 - `encode_text(tokens)` runs the causal text transformer only up to the last EOT of the batch (exact:
   later positions never reach an earlier one), `full_length=True` runs all `context_length` positions;
 - `encode_text_embeddings(embeddings, eot_index)`: prompts given as token embeddings (CoOp, SHIP, POMP);
+- `text_prefix(embeddings)` and `encode_text_after_prefix(prefix, embeddings, eot_index)`: a prefix that many
+  prompts share (SOS + a shared context) encoded once, its keys and values read by every prompt (exact: causal);
 - `encode_text_tokens(tokens)`: every token's projected feature ("texts as images", TaI-DPT);
 - `image_feature_map(images)` and `encode_image_dense(images)`: the map before pooling and per-location
   features (TaI-DPT, arXiv 2211.12739: `c_proj(v_proj(x_l))`, no attention).
@@ -54,15 +56,19 @@ def _randn(*shape, scale=1.0, divide=1.0):
     return x if scale == divide == 1.0 else scale * x / divide
 
 
-def _attend(q, k, v, heads: int, causal: bool = False):
-    """Multi-head scaled dot-product attention on (N, L, D) projections -> (N, Lq, D)."""
+def _attend(q, k, v, heads: int, causal: bool = False, mask=None):
+    """Multi-head scaled dot-product attention of q (N, Lq, D) over k, v (N, Lk, D) -> (N, Lq, D).
+
+    mask (Lq, Lk), True where a query may look, replaces `causal` when the keys start before the queries."""
     n, lq, d = q.shape
     q, k, v = (t.unflatten(-1, (heads, d // heads)).transpose(1, 2) for t in (q, k, v))  # (N, H, L, D/H)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(n, lq, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+    return out.transpose(1, 2).reshape(n, lq, d)
 
 
 class MultiheadAttention(nn.Module):
-    """nn.MultiheadAttention's parameters (packed q/k/v `in_proj_*`, `out_proj`), batch-first."""
+    """nn.MultiheadAttention's parameters (packed q/k/v `in_proj_*`, `out_proj`), batch-first, applied in two
+    steps, `project` then `attend`, so that a prefix cache can keep the keys and values in between."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -75,9 +81,16 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x, causal: bool = False):  # x: (N, L, D)
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        return self.out_proj(_attend(q, k, v, self.heads, causal))
+    def project(self, x):  # (N, L, D) -> q, k, v, each (N, L, D)
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+
+    def attend(self, q, k, v, causal: bool = False, prefix=None, mask=None):  # (N, L, D) each -> (N, L, D)
+        """Attention of q over k, v, then out_proj; a prefix (keys, values), each (1, P, D), holds P earlier
+        positions that every row also attends to, under mask (L, P + L)."""
+        if prefix is not None:  # the same P positions before every row: keys and values (N, P + L, D)
+            n, p = q.shape[0], prefix[0].shape[1]
+            k, v = (torch.cat([past.expand(n, p, -1), own], dim=1) for past, own in zip(prefix, (k, v)))
+        return self.out_proj(_attend(q, k, v, self.heads, causal, mask))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -93,24 +106,51 @@ class ResidualAttentionBlock(nn.Module):
         ]))  # fmt: skip
         self.ln_2 = LayerNorm(width)
 
-    def forward(self, x):  # (N, L, D); out-of-place, so torch.utils.checkpoint can recompute it
-        x = x + self.attn(self.ln_1(x), self.causal)
+    def forward(self, x, prefix=None, mask=None):  # (N, L, D); out-of-place, so torch.utils.checkpoint can recompute it
+        return self.finish(x, *self.project(x), prefix, mask)
+
+    def project(self, x):  # (N, L, D) -> the attention's q, k, v of x, each (N, L, D)
+        return self.attn.project(self.ln_1(x))
+
+    def finish(self, x, q, k, v, prefix=None, mask=None):  # the rest of the block, from x's projections
+        x = x + self.attn.attend(q, k, v, self.causal, prefix, mask)
         return x + self.mlp(self.ln_2(x))
 
 
 class Transformer(nn.Module):
-    """A stack of blocks; set `grad_checkpointing = True` to recompute each block in backward."""
+    """A stack of blocks; set `grad_checkpointing = True` to recompute each block in backward.
+
+    A prefix cache, for many sequences of a causal stack that start with the same P positions: those attend
+    only to each other, so they are the same in every sequence. `prefix(x)` gives every block's keys and
+    values of them (one row); `forward(rest, prefix)` runs only the positions after them, each attending to
+    the prefix as to its own earlier positions: the same function, the prefix not recomputed per sequence.
+    """
 
     def __init__(self, width: int, layers: int, heads: int, causal: bool = False):
         super().__init__()
-        self.width, self.layers, self.grad_checkpointing = width, layers, False
+        self.width, self.layers, self.causal, self.grad_checkpointing = width, layers, causal, False
         self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
 
-    def forward(self, x):  # (N, L, D)
-        for block in self.resblocks:
+    def forward(self, x, prefix=None):  # (N, L, D) -> (N, L, D); prefix: `prefix(...)` of P positions before x's
+        mask = None
+        if prefix is not None:  # x's query i is position P + i: it sees keys 0 .. P + i
+            p, length = prefix[0][0].shape[1], x.shape[1]
+            mask = torch.ones(length, p + length, dtype=torch.bool, device=x.device).tril(diagonal=p)  # (L, P + L)
+        for block, past in zip(self.resblocks, prefix or [None] * self.layers):
             use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
-            x = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
+            x = checkpoint(block, x, past, mask, use_reentrant=False) if use_checkpoint else block(x, past, mask)
         return x
+
+    def prefix(self, x):  # (1, P, D) -> per block, the keys and values (1, P, D) of x, for `forward`
+        if not self.causal:  # without the causal mask the prefix attends to what follows it: no cache is exact
+            raise ValueError("a prefix cache needs a causal transformer (CLIP's text tower), this one is not")
+        cache = []
+        for block in self.resblocks:
+            q, k, v = block.project(x)
+            cache.append((k, v))
+            if len(cache) < self.layers:  # the last block's output is never read
+                x = block.finish(x, q, k, v)
+        return cache
 
 
 class Bottleneck(nn.Module):
@@ -373,20 +413,34 @@ class CLIP(nn.Module):
         return self.visual.dense(images.to(self.dtype), positional_embedding)
 
     # ---- text side ----
-    def _text_states(self, embeddings):  # (N, L, width) before positions -> after ln_final
-        if embeddings.ndim != 3 or embeddings.shape[-1] != self.text_width or embeddings.shape[1] > self.context_length:
+    def _positioned(self, embeddings, start: int = 0):  # (N, L, width) at positions start .. start + L - 1
+        room = self.context_length - start
+        if embeddings.ndim != 3 or embeddings.shape[-1] != self.text_width or embeddings.shape[1] > room:
             raise ValueError(
-                f"text embeddings must be (N, L <= {self.context_length}, {self.text_width}), "
-                f"got {tuple(embeddings.shape)}"
+                f"text embeddings must be (N, L <= {room}, {self.text_width}), got {tuple(embeddings.shape)}"
             )
-        x = embeddings + self.positional_embedding[: embeddings.shape[1]].to(embeddings.dtype)
-        return self.ln_final(self.transformer(x))
+        return embeddings + self.positional_embedding[start : start + embeddings.shape[1]].to(embeddings.dtype)
+
+    def _text_states(self, embeddings, prefix=None):  # (N, L, width) before positions -> after ln_final
+        start = 0 if prefix is None else prefix[0][0].shape[1]  # P positions come before the embeddings
+        return self.ln_final(self.transformer(self._positioned(embeddings, start), prefix))
 
     def encode_text_embeddings(self, embeddings, eot_index):
         """Prompts as embeddings (N, L, width) BEFORE the positional embedding, pooled at eot_index (N,) -> (N, E)."""
+        return self.encode_text_after_prefix(None, embeddings, eot_index)
+
+    def text_prefix(self, embeddings):
+        """The first P positions shared by many prompts, as embeddings (1, P, width) before the positional
+        embedding -> per text block, their keys and values (1, P, width), for `encode_text_after_prefix`."""
+        return self.transformer.prefix(self._positioned(embeddings))
+
+    def encode_text_after_prefix(self, prefix, embeddings, eot_index):
+        """`encode_text_embeddings(cat(prefix embeddings, embeddings), P + eot_index)`, the P prefix positions read
+        from their `text_prefix` instead of recomputed per row: embeddings (N, L, width) are positions P .. P + L - 1,
+        eot_index (N,) counts from P. prefix None: no prefix (P = 0)."""
         if eot_index.shape != embeddings.shape[:1]:
             raise ValueError(f"eot_index must have shape ({embeddings.shape[0]},), got {tuple(eot_index.shape)}")
-        x = self._text_states(embeddings)  # (N, L, width)
+        x = self._text_states(embeddings, prefix)  # (N, L, width)
         return x[torch.arange(x.shape[0], device=x.device), eot_index] @ self.text_projection
 
     def _truncate(self, tokens, full_length: bool):  # -> tokens (N, L), eot (N,)

@@ -16,7 +16,9 @@ This file has the pieces, with no method-specific parameters (methods own their 
 - `random_context` / `context_from_words`: CoOp's two initialisations (with its word-count quirk);
 - `ClassPrompts`: the token ids of the class sentences (non-persistent integer buffers), the assembly
   of prompts for any subset of classes with a shared context (CoOp, TaI-DPT's two contexts, POMP) or
-  one context per row (class-specific CoOp, SHIP's per-sample bias), and their encoding.
+  one context per row (class-specific CoOp, SHIP's per-sample bias), and their encoding. `concatenate`
+  is CoOp's assembly as written, one torch.cat per prompt (the reference); `assemble` is the same
+  prompts, bit for bit, from one gather per chunk (the fast path every method uses).
 
 No table of token embeddings is held: the frozen `clip.token_embedding` is looked up on the ids of the
 rows being assembled, one chunk at a time (a lookup copies rows, so the prompts are the same bits). A
@@ -30,11 +32,12 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   neighbours in length;
 - shared prefix: with a shared context and the class token at the end (or middle), positions
   0..P-1 (SOS + context) are identical in every prompt, and so (causal mask) are their hidden states:
-  they are computed once per `encode` call (one row) and every row of every chunk attends to them;
+  CLIP's `text_prefix` computes their keys and values once per `encode` call (one row) and every row
+  of every chunk attends to them (`encode_text_after_prefix`);
 - chunks (ceil(R / chunk_size) passes of equal size, optionally activation-checkpointed) bound memory
   for thousands of classes; `chunk_size=0` encodes all rows in one padded pass. Fewer passes mean
-  fewer kernel launches (a POMP step of 1,029 prompts: 10,042 aten ops at chunk_size 256, 4,648 at
-  1,024, 2,840 in one pass; the official formulation: 1,007), smaller ones less padding and cache
+  fewer kernel launches (a POMP step of 1,029 prompts: 10,038 aten ops at chunk_size 256, 4,644 at
+  1,024, 2,836 in one pass; the official formulation: 1,007), smaller ones less padding and cache
   traffic (the same step, ViT-B/16 text tower, fp32 on 2 CPU cores: 10.9 s, 15.6 s, 27.3 s);
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
 """
@@ -48,8 +51,7 @@ from torch.utils.checkpoint import checkpoint
 from tinyprompt.clip import eot_index as first_eot
 from tinyprompt.tokenizer import clean, model_tokenizer, tokenize_for
 
-__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "encode_after_prefix", "prefix_states", "prompt_names",
-           "random_context"]
+__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "prompt_names", "random_context"]
 
 POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
 
@@ -182,18 +184,8 @@ class ClassPrompts(nn.Module):
         source = torch.where(q <= a, q - 1, source)  # context before the name
         return torch.where(q == 0, n, source)  # SOS is fixed 0
 
-    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None, clip=None,
-                 start: int = 0):
-        """Prompt embeddings (R, length - start, width): positions [start, length) of the prompts of the
-        classes `class_idx` (default: all, R = n_cls).
-
-        ctx: (n_ctx, width) shared by all rows, or (R, n_ctx, width) one per row (class-specific
-        contexts indexed by the caller, or SHIP's per-sample contexts). length: default all kept positions.
-        clip: the model whose token embedding gives the fixed part (default: the one these prompts were built with).
-        start: the first position returned (after a shared prefix that is encoded once, not per row).
-        """
+    def _rows(self, ctx, class_idx, clip):  # -> (class indices (R,), token embedding), ctx's shape checked
         idx = torch.arange(self.n_cls, device=self.token_ids.device) if class_idx is None else class_idx
-        length = self.length if length is None else length
         embedding = self._token_embedding if clip is None else clip.token_embedding
         rows, width = idx.shape[0], embedding.weight.shape[-1]
         if ctx.shape[-2:] != (self.n_ctx, width) or ctx.dim() not in (2, 3) or (ctx.dim() == 3 and ctx.shape[0] != rows):
@@ -201,6 +193,33 @@ class ClassPrompts(nn.Module):
                 f"ctx must be ({self.n_ctx}, {width}) shared or ({rows}, {self.n_ctx}, {width}) per prompt, "
                 f"got {tuple(ctx.shape)}"
             )
+        return idx, embedding
+
+    def concatenate(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, clip=None) -> torch.Tensor:
+        """The reference twin of `assemble` (R, L, width), CoOp's PromptLearner as written: per prompt, one
+        torch.cat of [SOS][ctx before the name][name][ctx after it][".", EOT, padding]; arguments as `assemble`'s."""
+        idx, embedding = self._rows(ctx, class_idx, clip)
+        fixed = self._fixed(embedding, idx, self.length)  # (R, L, width): the sentences "<placeholder> <name>."
+        n, a = self.n_ctx, self.ctx_before_name
+        prompts = []
+        for r, (sentence, name_len) in enumerate(zip(fixed, self.name_length[idx].tolist())):
+            row_ctx = (ctx if ctx.dim() == 2 else ctx[r]).to(fixed.dtype)  # (n_ctx, width)
+            name, rest = sentence[1 + n : 1 + n + name_len], sentence[1 + n + name_len :]  # skipping the placeholder
+            prompts.append(torch.cat([sentence[:1], row_ctx[:a], name, row_ctx[a:], rest]))
+        return torch.stack(prompts)
+
+    def assemble(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, length: int | None = None, clip=None,
+                 start: int = 0):
+        """Prompt embeddings (R, length - start, width): positions [start, length) of the prompts of the
+        classes `class_idx` (default: all, R = n_cls); the same bits as `concatenate`, from one gather.
+
+        ctx: (n_ctx, width) shared by all rows, or (R, n_ctx, width) one per row (class-specific
+        contexts indexed by the caller, or SHIP's per-sample contexts). length: default all kept positions.
+        clip: the model whose token embedding gives the fixed part (default: the one these prompts were built with).
+        start: the first position returned (after a shared prefix that is encoded once, not per row).
+        """
+        idx, embedding = self._rows(ctx, class_idx, clip)
+        rows, width, length = idx.shape[0], embedding.weight.shape[-1], self.length if length is None else length
         fixed = self._fixed(embedding, idx, length)  # (R, L, width): only these rows are ever looked up
         ctx = ctx.to(fixed.dtype).expand(rows, self.n_ctx, width)
         sequence = torch.cat([ctx, fixed], dim=1)  # (R, n_ctx + L, width)
@@ -224,7 +243,7 @@ class ClassPrompts(nn.Module):
         prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
         states = None
         if prefix > 1 and class_idx.shape[0] > 1:  # SOS + context: the same states in every prompt, once per call
-            states = prefix_states(clip, self.assemble(ctx, class_idx[:1], prefix, clip)[0])
+            states = clip.text_prefix(self.assemble(ctx, class_idx[:1], prefix, clip))
         if not self.chunk_size:
             return self._encode_chunk(clip, ctx, class_idx, states)
         # as few chunks as chunk_size allows, of equal size, over the rows sorted by length: each chunk runs to
@@ -248,56 +267,4 @@ class ClassPrompts(nn.Module):
         if states is None:
             return clip.encode_text_embeddings(self.assemble(ctx, class_idx, length, clip), eot)
         p = states[0][0].shape[1]  # the prefix positions are in `states`: only the rest is assembled
-        return encode_after_prefix(clip, states, self.assemble(ctx, class_idx, length, clip, start=p), eot - p)
-
-
-def _project(attn, x):
-    """attn's packed q/k/v projections of x (N, L, D) -> three (N, L, D)."""
-    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-
-
-def _attend(attn, q, k, v, mask=None):
-    """Multi-head attention of q (N, S, D) over k, v (N, T, D), then out_proj; causal when mask is None."""
-    n, s, d = q.shape
-    q, k, v = (t.unflatten(-1, (attn.heads, d // attn.heads)).transpose(1, 2) for t in (q, k, v))  # (N, H, len, D/H)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-    return attn.out_proj(out.transpose(1, 2).reshape(n, s, d))
-
-
-def prefix_states(clip, prefix: torch.Tensor) -> list:
-    """Per layer of the text transformer, the keys and values (1, P, D) of a prefix (P, width) of token
-    embeddings (before the positional embedding) that every prompt of a pass starts with.
-
-    Under the causal mask the prefix positions attend only to the prefix, so their hidden states, keys
-    and values are the same in every prompt: computed once, on one row, and read by `encode_after_prefix`.
-    """
-    p, blocks = prefix.shape[0], clip.transformer.resblocks
-    x = (prefix + clip.positional_embedding[:p].to(prefix.dtype))[None]  # (1, P, width)
-    states = []
-    for i, block in enumerate(blocks):
-        q, k, v = _project(block.attn, block.ln_1(x))  # (1, P, D)
-        states.append((k, v))
-        if i + 1 < len(blocks):  # the last layer's output is never read
-            x = x + _attend(block.attn, q, k, v)
-            x = x + block.mlp(block.ln_2(x))
-    return states
-
-
-def encode_after_prefix(clip, states: list, rest: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
-    """Text features (N, E) of prompts cat(prefix, rest_i), from the prefix's `prefix_states` and the
-    rows' own token embeddings rest (N, S, width); eot_index (N,) counts from the end of the prefix.
-
-    Row i's position j attends to the prefix keys and its own positions <= j: the same function as
-    `clip.encode_text_embeddings(cat(prefix, rest), eot)` with the prefix positions not recomputed per row.
-    """
-    p, (n, s, _) = states[0][0].shape[1], rest.shape
-    x = rest + clip.positional_embedding[p : p + s].to(rest.dtype)  # (N, S, width)
-    mask = torch.ones(s, p + s, dtype=torch.bool, device=rest.device).tril(diagonal=p)  # (S, P + S)
-    for block, (k_p, v_p) in zip(clip.transformer.resblocks, states):
-        q, k, v = _project(block.attn, block.ln_1(x))  # (N, S, D)
-        keys = torch.cat([k_p.expand(n, p, -1), k], dim=1)  # (N, P + S, D)
-        values = torch.cat([v_p.expand(n, p, -1), v], dim=1)
-        x = x + _attend(block.attn, q, keys, values, mask)
-        x = x + block.mlp(block.ln_2(x))
-    x = clip.ln_final(x)
-    return x[torch.arange(n, device=x.device), eot_index] @ clip.text_projection
+        return clip.encode_text_after_prefix(states, self.assemble(ctx, class_idx, length, clip, start=p), eot - p)
