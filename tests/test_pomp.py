@@ -8,7 +8,6 @@ Run as a script (`python test_pomp.py OUT` under torchrun) this file is the DDP 
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddp import torchrun
 from golden import GOLDEN, golden_params, load
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt import engine
@@ -396,17 +396,17 @@ def ddp_run(out):
 
     config = engine.TrainConfig(max_epoch=1, batch_size=4 // world, lr=0.5, warmup_epochs=0, log_every=100, seed=0)
     engine.train(pomp, loss_fn, ViewsDataset(features, labels, 2, seed=0), config)
+    os.makedirs(out, exist_ok=True)
     torch.save({"ctx": pomp.ctx.detach(), "negatives": negatives}, os.path.join(out, f"world{world}_rank{rank}.pt"))
 
 
 @needs_vocab
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    ddp_run(str(tmp_path))  # this process: world 1, batches of 4
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           __file__, str(tmp_path)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    ddp_run(str(tmp_path / "single"))  # this process: world 1, batches of 4
+    done = torchrun(lambda out: [__file__, str(out)], tmp_path / "ddp")
     assert done.returncode == 0, done.stderr[-3000:]
     single, *ranks = (torch.load(tmp_path / name, weights_only=True)
-                      for name in ("world1_rank0.pt", "world2_rank0.pt", "world2_rank1.pt"))  # fmt: skip
+                      for name in ("single/world1_rank0.pt", "ddp/world2_rank0.pt", "ddp/world2_rank1.pt"))  # fmt: skip
     assert single["negatives"] == ranks[0]["negatives"] == ranks[1]["negatives"] and len(single["negatives"]) == 2
     start = POMP(tiny_clip(), NAMES, POMPConfig(n_ctx=4)).ctx.detach()
     update = single["ctx"] - start
