@@ -21,11 +21,11 @@ COMMANDS = {
 }
 
 
-THREADS_HELP = ("CPU threads for torch (torch.set_num_threads), set before the command starts; before or after "
-                "COMMAND. Default: $OMP_NUM_THREADS when set; else 1 on a machine with <= 2 cores; else torch's "
+THREADS_HELP = ("CPU threads for torch (torch.set_num_threads), set before COMMAND starts: `tinyprompt --threads N "
+                "COMMAND ...`. Default: $OMP_NUM_THREADS when set; else 1 on a machine with <= 2 cores; else torch's "
                 "default, capped at the cores the 1-minute load average leaves idle. Why: a thread waiting for a "
-                "core another process holds spins, so on 2 cores beside one busy process `tinyprompt demo` took "
-                "927 s at 2 threads and 56 s at 1, with the same numbers")
+                "core another process holds spins, so on 2 cores beside one busy process `tinyprompt demo --quick` "
+                "took 751 s at 2 threads and 69 s at 1, with the same numbers (python -m bench demo_threads)")
 
 
 def default_threads() -> int:
@@ -44,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.set_defaults(module=module)
-        # SUPPRESS: given after COMMAND it is set here, else the top-level value stays
-        p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)
         importlib.import_module(module).add_args(p)
     return parser
 
