@@ -3,7 +3,7 @@ harmonic mean of the generalisation protocol (CoCoOp, arXiv 2203.05557; used by 
 """
 import torch
 
-__all__ = ["accuracy", "topk_correct", "harmonic_mean", "mean_average_precision"]
+__all__ = ["accuracy", "topk_correct", "accuracy_of_features", "harmonic_mean", "mean_average_precision"]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, topk=(1,)) -> list[float]:
@@ -26,6 +26,22 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, topk=(1,)) -> list[
     hit = top == labels[:, None].to(top.device)  # (N, max k), at most one True per row
     return [int(hit[:, :k].any(dim=1).sum()) for k in topk]
 
+
+
+@torch.no_grad()
+def accuracy_of_features(model, features: torch.Tensor, labels, topk=(1, 5), batch_size: int = 4096) -> dict:
+    """{"top1": %, "top5": %} of a prompt model (`text_features()`, `forward_features(x, text)`, e.g. CoOp or
+    POMP) on image features (N, E); the text features are computed once."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    text = model.text_features()  # (C, E)
+    device = text.device
+    topk = tuple(k for k in topk if k <= text.shape[0])
+    hits = [0] * len(topk)
+    for start in range(0, len(labels), batch_size):
+        logits = model.forward_features(features[start : start + batch_size].to(device), text)  # (B, C)
+        batch = topk_correct(logits, labels[start : start + batch_size].to(device), topk)
+        hits = [h + b for h, b in zip(hits, batch)]
+    return {f"top{k}": 100.0 * h / len(labels) for k, h in zip(topk, hits)}
 
 def harmonic_mean(base: float, new: float) -> float:
     """H = 2 · base · new / (base + new); 0 when both are 0 (the limit, instead of a division by zero)."""

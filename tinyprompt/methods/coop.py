@@ -14,12 +14,13 @@ training (the official trainer switches only the prompt learner to train mode), 
 BatchNorm keeps its running statistics.
 """
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.prompts import POSITIONS, ClassPrompts, context_from_words, random_context
 
 __all__ = ["CoOp", "CoOpConfig"]
@@ -59,8 +60,10 @@ class CoOpConfig:
             raise ValueError(f"CoOpConfig.text_chunk = {self.text_chunk!r}: use an int >= 0 (0 = all classes at once)")
 
 
-class CoOp(nn.Module):
+class CoOp(SavedPrompt, nn.Module):
     """A frozen CLIP plus CoOp's learned context `ctx`: (n_ctx, width), or (n_cls, n_ctx, width) with csc."""
+
+    CONFIG, OVERRIDABLE = CoOpConfig, ENCODING_FIELDS  # for from_prompt_state_dict
 
     def __init__(self, clip_model, classnames, config: CoOpConfig | None = None):
         super().__init__()
@@ -134,17 +137,3 @@ class CoOp(nn.Module):
                              f"(n_ctx differs): build the model with the saved config (CoOp.from_prompt_state_dict)")
         with torch.no_grad():
             self.ctx.copy_(ctx)
-
-    @classmethod
-    def from_prompt_state_dict(cls, clip_model, classnames, state: dict, **encoding) -> "CoOp":
-        """A CoOp over `classnames` with a saved prompt; `encoding` may override ENCODING_FIELDS."""
-        bad = sorted(set(encoding) - set(ENCODING_FIELDS))
-        if bad:
-            raise ValueError(f"only {ENCODING_FIELDS} can be changed when loading a prompt, not {bad}")
-        known = {f.name for f in fields(CoOpConfig)}
-        unknown = sorted(set(state["config"]) - known)
-        if unknown:
-            raise ValueError(f"the saved prompt's config has fields {unknown} this version of CoOpConfig does not know")
-        model = cls(clip_model, classnames, CoOpConfig(**{**state["config"], **encoding}))
-        model.load_prompt_state_dict(state)
-        return model

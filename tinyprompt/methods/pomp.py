@@ -35,6 +35,7 @@ from torch import nn
 
 from tinyprompt.kernels import sampled_softmax_loss
 from tinyprompt.methods.coop import ENCODING_FIELDS, CoOp, CoOpConfig
+from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.prompts import POSITIONS
 
 __all__ = ["POMP", "POMPConfig", "NegativeSampler", "SampledColumns", "sampled_columns", "margins", "pomp_loss",
@@ -202,9 +203,11 @@ class POMPConfig:
 ENCODING = tuple(name for name in ENCODING_FIELDS if name in {f.name for f in fields(POMPConfig)})
 
 
-class POMP(nn.Module):
+class POMP(SavedPrompt, nn.Module):
     """A frozen CLIP plus a CoOp prompt (`self.prompt`, whose `ctx` is the only trained tensor) over
     `classnames`, trained with POMP's sampled-negative loss (`loss`)."""
+
+    CONFIG, OVERRIDABLE = POMPConfig, ENCODING  # for from_prompt_state_dict
 
     def __init__(self, clip_model, classnames, config: POMPConfig | None = None):
         super().__init__()
@@ -261,19 +264,6 @@ class POMP(nn.Module):
         if state.get("method") != "pomp":
             raise ValueError(f"this prompt was learned by {state.get('method')!r}, not POMP: load it with that method")
         self.prompt.load_prompt_state_dict(coop_prompt_state(state))  # checks n_ctx, init and position
-
-    @classmethod
-    def from_prompt_state_dict(cls, clip_model, classnames, state: dict, **encoding) -> "POMP":
-        """A POMP over `classnames` (any list) with a saved prompt; `encoding` may override ENCODING."""
-        bad = sorted(set(encoding) - set(ENCODING))
-        if bad:
-            raise ValueError(f"only {ENCODING} can be changed when loading a prompt, not {bad}")
-        unknown = sorted(set(state["config"]) - {f.name for f in fields(POMPConfig)})
-        if unknown:
-            raise ValueError(f"the saved prompt's config has fields {unknown} this version of POMPConfig does not know")
-        model = cls(clip_model, classnames, POMPConfig(**{**state["config"], **encoding}))
-        model.load_prompt_state_dict(state)
-        return model
 
 
 def coop_prompt_state(state: dict) -> dict:

@@ -29,12 +29,13 @@ right after encode_image; normalising again would change the last bits). Prompts
 `tinyprompt.prompts.ClassPrompts` with per-row contexts, EOT-truncated (exact;
 `full_length=True` runs all 77 positions like the official code, for comparisons).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.metrics import accuracy, harmonic_mean
 from tinyprompt.prompts import ClassPrompts, random_context
 
@@ -104,13 +105,15 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class SHIPGenerator(nn.Module):
+class SHIPGenerator(SavedPrompt, nn.Module):
     """The SHIP CVAE around a frozen CLIP: encoder, decoder and context `ctx` (n_ctx, W) are learned.
 
     `classnames` is the label space of `forward` (base classes) and `synthesize` (any class, e.g. the
     new ones): build it over base + new and train with base labels only (a class's prompt does not
     depend on the other classes, so this equals the official rebuilding of the tables per class list).
     """
+
+    CONFIG, OVERRIDABLE = SHIPConfig, ENCODING_FIELDS  # for from_prompt_state_dict
 
     def __init__(self, clip_model, classnames, config: SHIPConfig | None = None):
         super().__init__()
@@ -199,19 +202,6 @@ class SHIPGenerator(nn.Module):
         self.decoder.load_state_dict(state["decoder"])
         with torch.no_grad():
             self.ctx.copy_(state["ctx"])
-
-    @classmethod
-    def from_prompt_state_dict(cls, clip_model, classnames, state: dict, **encoding) -> "SHIPGenerator":
-        """A generator over `classnames` holding a saved state; `encoding` may override ENCODING_FIELDS."""
-        bad = sorted(set(encoding) - set(ENCODING_FIELDS))
-        if bad:
-            raise ValueError(f"only {ENCODING_FIELDS} can be changed when loading a generator, not {bad}")
-        unknown = sorted(set(state["config"]) - {f.name for f in fields(SHIPConfig)})
-        if unknown:
-            raise ValueError(f"the saved generator's config has fields {unknown} this version of SHIPConfig does not know")
-        generator = cls(clip_model, classnames, SHIPConfig(**{**state["config"], **encoding}))
-        generator.load_prompt_state_dict(state)
-        return generator
 
 
 # ---- the base-to-new protocol ----

@@ -25,13 +25,14 @@ prompts; the official code re-encodes every caption at all 77 positions every st
 the official mask is `token id == 0`, which also hides the "!" token (id 0) inside captions; here
 exactly the positions after EOT are masked.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tinyprompt.kernels import ranking_loss
+from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.prompts import ClassPrompts, random_context
 
 __all__ = [
@@ -164,8 +165,11 @@ def encode_captions(clip, tokens: torch.Tensor, batch_size: int = 256) -> Captio
     return CaptionFeatures(torch.stack(glob).cpu()[inverse], torch.cat(pieces).cpu(), lengths[inverse], offsets[inverse])
 
 
-class TaIDPT(nn.Module):
+class TaIDPT(SavedPrompt, nn.Module):
     """A frozen CLIP plus two learned shared contexts: `ctx_global` and `ctx_local` (each (n_ctx, width))."""
+
+    # for from_prompt_state_dict: the encoding, and the test-time temperature / merge rate (e.g. T = 4 for NUS-WIDE)
+    CONFIG, OVERRIDABLE = TaIDPTConfig, (*ENCODING_FIELDS, "temperature_image", "merge_rate")
 
     def __init__(self, clip_model, classnames, config: TaIDPTConfig | None = None):
         super().__init__()
@@ -234,18 +238,3 @@ class TaIDPT(nn.Module):
                                  f"(n_ctx or the text width differs): build the model with TaIDPT.from_prompt_state_dict")
             with torch.no_grad():
                 own.copy_(saved)
-
-    @classmethod
-    def from_prompt_state_dict(cls, clip_model, classnames, state: dict, **overrides) -> "TaIDPT":
-        """A TaIDPT over `classnames` with saved contexts; `overrides` may change ENCODING_FIELDS and the
-        test-time temperature_image / merge_rate (e.g. T = 4 for NUS-WIDE)."""
-        allowed = (*ENCODING_FIELDS, "temperature_image", "merge_rate")
-        bad = sorted(set(overrides) - set(allowed))
-        if bad:
-            raise ValueError(f"only {allowed} can be changed when loading a TaI-DPT prompt, not {bad}")
-        unknown = sorted(set(state["config"]) - {f.name for f in fields(TaIDPTConfig)})
-        if unknown:
-            raise ValueError(f"the saved prompt's config has fields {unknown} this version of TaIDPTConfig does not know")
-        model = cls(clip_model, classnames, TaIDPTConfig(**{**state["config"], **overrides}))
-        model.load_prompt_state_dict(state)
-        return model
