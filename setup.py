@@ -12,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.recipes", "tinyprompt.kernels", "tinyprompt.weights"],
+    packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.commands", "tinyprompt.commands.recipes", "tinyprompt.kernels", "tinyprompt.weights"],
     # the repository keeps kernels/ and weights/ at the top level; they install inside the package
     package_dir={"tinyprompt.kernels": "kernels", "tinyprompt.weights": "weights"},
     package_data={"tinyprompt.weights": ["*.json", "synthetic.pt", "synthetic_bpe.txt"]},  # the built-in tiny CLIP
@@ -28,5 +28,5 @@ setup(
         "plot": ["matplotlib"],
         "test": ["pytest", "Pillow"],
     },
-    entry_points={"console_scripts": ["tinyprompt = tinyprompt.cli:entry"]},
+    entry_points={"console_scripts": ["tinyprompt = tinyprompt.commands.cli:entry"]},
 )

@@ -18,7 +18,7 @@ import tinyprompt.engine
 from ddp import torchrun
 from golden import GOLDEN, load
 from tolerance import assert_rounding_close, steps_depth, text_depth
-from tinyprompt.cli import main
+from tinyprompt.commands.cli import main
 from tinyprompt.clip import build_model
 
 PIL = pytest.importorskip("PIL.Image", reason="the image data path needs Pillow")

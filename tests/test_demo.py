@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyprompt import cli
-from tinyprompt.demo import EXPERIMENTS, PRESETS, DemoSettings, Progress, chosen_methods
+from tinyprompt.commands import cli
+from tinyprompt.commands.demo import EXPERIMENTS, PRESETS, DemoSettings, Progress, chosen_methods
 from tinyprompt.engine import TrainConfig, train
 
 # `tinyprompt demo --quick` (seed 0) as measured with the committed tiny CLIP when the margins below were set

@@ -478,7 +478,7 @@ def image_world(tmp_path_factory):
 
 
 def _train(*argv):
-    from tinyprompt.cli import main
+    from tinyprompt.commands.cli import main
 
     return main(["train", "ilmvp", *map(str, argv), "--device", "cpu", "--batch-size", "4", "--epochs", "2"])
 
@@ -504,7 +504,7 @@ def test_cli_cnn_source_trains_saves_prompt_and_mapping(image_world, tmp_path):
     from PIL import Image
 
     from tinyprompt.data.splits import folder_items
-    from tinyprompt.recipes.ilmvp import ResizeToTensor
+    from tinyprompt.commands.recipes.ilmvp import ResizeToTensor
 
     model = ILMVP(load_classifier(str(scripted), 32), PaddingPrompt(16, 32), 3)
     model.load_prompt_state_dict(prompt)
@@ -544,7 +544,7 @@ def test_cli_clip_source_selects_one_text_per_class(image_world, tmp_path):
 
 
 def test_cli_official_defaults():
-    from tinyprompt.cli import build_parser
+    from tinyprompt.commands.cli import build_parser
 
     args = build_parser().parse_args(["train", "ilmvp", "--source", "clip:ViT-B/32", "--data", "d", "--out", "o"])
     official = (200, 128, "ilm", 1, None, 30)  # lr None: per source kind (CNN Adam 0.01, CLIP SGD 40)

@@ -31,7 +31,7 @@ before = [m for m in {HEAVY!r} if m in sys.modules]
 tinyprompt.load, tinyprompt.tokenize, tinyprompt.build_model, tinyprompt.available_models
 from tinyprompt.methods import CoOp
 import tinyprompt.engine, tinyprompt.zeroshot
-from tinyprompt.cli import build_parser
+from tinyprompt.commands.cli import build_parser
 build_parser()
 print(before, [m for m in {HEAVY!r} if m in sys.modules])
 """
@@ -82,7 +82,7 @@ def test_installed_requirements_and_entry_point():
         'Pillow;extra=="images"', 'matplotlib;extra=="plot"', 'pytest;extra=="test"', 'Pillow;extra=="test"',
     ])  # fmt: skip
     scripts = {e.name: e.value for e in dist.entry_points if e.group == "console_scripts"}
-    assert scripts == {"tinyprompt": "tinyprompt.cli:entry"}
+    assert scripts == {"tinyprompt": "tinyprompt.commands.cli:entry"}
 
 
 def test_python_dash_m_lists_the_commands():

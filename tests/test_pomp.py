@@ -21,13 +21,13 @@ from golden import GOLDEN, golden_params, load
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt import engine
 from tinyprompt.clip import CLIP, build_model
-from tinyprompt.cli import main
+from tinyprompt.commands.cli import main
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items, read_class_list, read_class_names
 from tinyprompt.data.splits import few_shot, folder_items
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.pomp import (POMP, NegativeSampler, POMPConfig, coop_prompt_state, margins, official_logits,
                                      pomp_loss, sampled_columns)  # fmt: skip
-from tinyprompt.recipes.pomp import loss_fn as recipe_loss_fn
+from tinyprompt.commands.recipes.pomp import loss_fn as recipe_loss_fn
 
 # golden variant key -> POMPConfig.margin
 VARIANTS = {"code": "official", "paper": "paper", "ln_adjusted": "ln_adjusted", "nomargin": "none"}
@@ -518,7 +518,7 @@ def test_train_eval_export_end_to_end(tmp_path):
     assert evaluated["images"] == 12 and evaluated["classes"] == 4
     clip = golden_vit()
     coop = CoOp.from_prompt_state_dict(clip, state["classnames"], coop_prompt_state(state))  # POMP -> CoOp init
-    from tinyprompt.evaluate import accuracy_of_features
+    from tinyprompt.commands.evaluate import accuracy_of_features
     from tinyprompt.transforms import clip_preprocess
     from tinyprompt.data.features import encode_images
 
@@ -547,8 +547,8 @@ def test_train_eval_export_end_to_end(tmp_path):
 
 
 def test_train_pomp_official_defaults():
-    from tinyprompt.cli import build_parser
-    from tinyprompt.recipes.pomp import EPOCHS_BY_N_CTX
+    from tinyprompt.commands.cli import build_parser
+    from tinyprompt.commands.recipes.pomp import EPOCHS_BY_N_CTX
 
     args = build_parser().parse_args(["train", "pomp", "--model", "ViT-B/16", "--data", "d", "--out", "o"])
     official = (16, 1000, "paper", 16, 32, 4, 0.002, 0.9, 5e-4, 1, 1e-5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import REPO
-from tinyprompt.cli import build_parser
+from tinyprompt.commands.cli import build_parser
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 # The only edits that make the snippets run offline: the built-in model for a downloaded one ...

@@ -9,7 +9,6 @@ Runs use the tiny built-in "synthetic" CLIP, or the toy prompt of engine_worker.
 """
 import argparse
 import hashlib
-import importlib
 import json
 import random
 import shutil
@@ -19,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import tinyprompt.recipes.coop
+import tinyprompt.commands.recipes.coop
 from engine_worker import Indexed, ToyPrompt, ce_loss
-from tinyprompt.cli import entry, main
+from tinyprompt.commands.cli import entry, main
 from tinyprompt.engine import PARAMETERS, CheckpointError, DivergedError, TrainConfig, train
-from tinyprompt.recipes import FLAGS, finite_float, non_negative_float, positive_float
-from tinyprompt.recipes.pomp import margin_arg
-from tinyprompt.train import RECIPES
+from tinyprompt.commands.args import finite_float, non_negative_float, positive_float
+from tinyprompt.commands.recipes import FLAGS
+from tinyprompt.commands.recipes.pomp import margin_arg
+from tinyprompt.commands.train import RECIPES
 
 QUIET = {"log_every": 0}
 
@@ -270,7 +270,7 @@ def test_engine_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, content):
 def _recipe_actions():
     for method, module in RECIPES.items():
         parser = argparse.ArgumentParser()
-        importlib.import_module(module).add_args(parser)
+        module.add_args(parser)
         yield from ((method, action) for action in parser._actions if action.option_strings)
 
 
@@ -323,7 +323,7 @@ def test_divergence_advice_names_only_options_the_caller_has():
 
 
 def test_cli_divergence_is_one_line(world, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tinyprompt.recipes.coop, "_loss_fn", lambda reencode: lambda m, b, i: nan_loss(m, b, i))
+    monkeypatch.setattr(tinyprompt.commands.recipes.coop, "_loss_fn", lambda reencode: lambda m, b, i: nan_loss(m, b, i))
     message, _ = console_error(monkeypatch, capsys, coop(world, tmp_path / "run"))
     assert message == ("non-finite loss nan at epoch 0, step 0 (0-based; global step 0; this rank's loss nan). "
                        "Training stopped before this update; No checkpoint was written. Lower --lr, or use --precision "

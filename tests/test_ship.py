@@ -16,7 +16,7 @@ import torch
 
 from golden import GOLDEN, golden_params, load
 from tolerance import adam_first_step_bound, assert_rounding_close, assert_within, text_depth
-from tinyprompt.cli import main
+from tinyprompt.commands.cli import main
 from tinyprompt.clip import CLIP, build_model
 from tinyprompt.data.splits import Item
 from tinyprompt.engine import TrainConfig, build_optimizer
@@ -24,7 +24,7 @@ from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic,
                                      relabel, ship_logits, split_base_new)  # fmt: skip
 from tinyprompt.metrics import harmonic_mean
-from tinyprompt.recipes.ship import SETTINGS
+from tinyprompt.commands.recipes.ship import SETTINGS
 from tinyprompt.prompts import ClassPrompts
 from tinyprompt.tokenizer import tokenize
 
@@ -408,7 +408,7 @@ def test_train_ship_base_to_new_then_eval(world, tmp_path):
 
 
 def test_train_ship_official_defaults():
-    from tinyprompt.cli import build_parser
+    from tinyprompt.commands.cli import build_parser
 
     args = build_parser().parse_args(["train", "ship", "--model", "ViT-B/16", "--data", "d", "--out", "o"])
     assert (args.shots, args.seed, args.vae_batch_size, args.vae_lr, args.batch_size, args.finetune_every) == \

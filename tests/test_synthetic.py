@@ -12,7 +12,7 @@ import tinyprompt
 from tinyprompt.data import synthetic as world
 from tinyprompt.data import synthetic_tasks as tasks
 from tinyprompt.hub import builtin_file
-from tinyprompt.pretrain_synthetic import PretrainConfig, build_clip, pretrain
+from tinyprompt.commands.pretrain_synthetic import PretrainConfig, build_clip, pretrain
 from tinyprompt.tokenizer import tokenize
 
 COLOUR_NAMES, SIZE_NAMES = list(world.COLOURS), list(world.SIZES)

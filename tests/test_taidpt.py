@@ -332,7 +332,7 @@ def test_cached_step_encodes_only_the_class_prompts():
 
 def test_caption_feature_cache(tmp_path, monkeypatch):
     """The recipe's on-disk cache: encoded once per (weights, token ids, storage dtype), reloaded exactly."""
-    import tinyprompt.recipes.taidpt as recipe
+    import tinyprompt.commands.recipes.taidpt as recipe
 
     monkeypatch.setenv("TINYPROMPT_CACHE", str(tmp_path))
     clip, tokens = _tiny_clip(), _caption_tokens([3, 9, 5, 2, 7])
@@ -373,10 +373,10 @@ def test_caption_feature_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("classes,lr,temperature", [("coco", 1e-4, 40.0), ("voc", 1e-4, 40.0), ("nuswide", 1e-3, 4.0)])
 def test_recipe_official_defaults(classes, lr, temperature):
     """`tinyprompt train taidpt` without optional flags runs the official recipe."""
-    from tinyprompt.cli import build_parser
+    from tinyprompt.commands.cli import build_parser
     from tinyprompt.data.classlists import get_class_list
     from tinyprompt.engine import build_optimizer, lr_at
-    from tinyprompt.recipes.taidpt import configs
+    from tinyprompt.commands.recipes.taidpt import configs
 
     flags = ["train", "taidpt", "--model", "RN50", "--captions", "caps.json", "--classes", classes, "--out", "run"]
     args = build_parser().parse_args(flags)
@@ -406,7 +406,7 @@ def test_validation_is_held_out_from_the_captions(tmp_path):
 
     from tinyprompt.data.captions import label_captions, template_sentences
     from tinyprompt.data.classlists import get_class_list
-    from tinyprompt.recipes.taidpt import _sentences
+    from tinyprompt.commands.recipes.taidpt import _sentences
 
     classes = get_class_list("voc")
     captions = [f"Picture {i} of a {['dog', 'cat', 'bus', 'sofa'][i % 4]}." for i in range(40)]
@@ -481,7 +481,7 @@ def caption_world(tmp_path_factory):
 
 
 def test_recipe_end_to_end(caption_world, tmp_path):
-    from tinyprompt.cli import main
+    from tinyprompt.commands.cli import main
     from tinyprompt.data.classlists import get_class_list
     from tinyprompt.data.multilabel import MultiLabelDataset, read_label_list
     from tinyprompt.metrics import mean_average_precision

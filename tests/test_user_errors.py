@@ -10,7 +10,7 @@ import torch
 import tinyprompt
 from golden import REPO
 from tinyprompt import tokenizer as tk
-from tinyprompt.cli import entry, main
+from tinyprompt.commands.cli import entry, main
 from tinyprompt.clip import build_model
 from tinyprompt.hub import AnyImagePreprocess
 from tinyprompt.methods import CoOp

@@ -9,7 +9,7 @@ import torch
 from golden import GOLDEN, golden_params, load as load_golden
 from tolerance import rounding_bound, tower_depth
 from tinyprompt import hub
-from tinyprompt.cli import main
+from tinyprompt.commands.cli import main
 from tinyprompt.clip import build_model
 from tinyprompt.templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT, get_templates
 from tinyprompt.tokenizer import tokenize

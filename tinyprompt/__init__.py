@@ -2,31 +2,14 @@
 
 A lean CLIP (exact to OpenAI's numerics) with hook points, its BPE tokenizer, Triton fused losses
 (`tinyprompt.kernels`), and five prompt-learning methods (`tinyprompt.methods`): CoOp, TaI-DPT,
-ILM-VP, SHIP and POMP. The public names below are imported on first use, so `import tinyprompt`
-stays light and never pulls in Triton, Pillow or matplotlib.
+ILM-VP, SHIP and POMP. `import tinyprompt` never pulls in Triton, Pillow or matplotlib: each is
+imported where it is first needed.
 """
-import importlib
+from tinyprompt.clip import build_model
+from tinyprompt.hub import available_models, load
+from tinyprompt.tokenizer import tokenize, tokenize_for
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
-_PUBLIC = {
-    "available_models": "tinyprompt.hub",
-    "load": "tinyprompt.hub",
-    "build_model": "tinyprompt.clip",
-    "tokenize": "tinyprompt.tokenizer",  # OpenAI's vocabulary
-    "tokenize_for": "tinyprompt.tokenizer",  # the model's own tokenizer and context length: use it with any model
-}
-__all__ = ["__version__", *_PUBLIC]
-
-
-def __getattr__(name):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value  # cache: later lookups skip this function
-        return value
-    raise AttributeError(f"module 'tinyprompt' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+# tokenize: OpenAI's vocabulary; tokenize_for(model, texts): the model's own tokenizer and context length
+__all__ = ["__version__", "available_models", "load", "build_model", "tokenize", "tokenize_for"]

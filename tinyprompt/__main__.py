@@ -1,5 +1,5 @@
 """`python -m tinyprompt ...` (also the entry point for `torchrun -m tinyprompt ...`)."""
-from tinyprompt.cli import entry
+from tinyprompt.commands.cli import entry
 
 if __name__ == "__main__":
     raise SystemExit(entry())

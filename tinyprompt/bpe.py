@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from tinyprompt.io import atomic_write
-from tinyprompt.tokenizer import _PRETOKENIZE, SOT, EOT, bytes_to_unicode, clean
+from tinyprompt.tokenizer import _PRETOKENIZE, EOT, SOT, bytes_to_unicode, clean
 
 __all__ = ["count_pieces", "train_bpe", "write_merges"]
 

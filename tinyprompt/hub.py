@@ -14,7 +14,7 @@ its sha256 matches the manifest; else a download into `download_root` (never wit
 TINYPROMPT_OFFLINE=1).
 
 Built-in models ship inside the package and are never downloaded: "synthetic", the tiny CLIP pre-trained
-on tinyprompt's synthetic world (`tinyprompt.pretrain_synthetic`), described by `weights/synthetic.json`
+on tinyprompt's synthetic world (`tinyprompt.commands.pretrain_synthetic`), described by `weights/synthetic.json`
 (its files and their sha256). Its preprocess also takes uint8 RGB tensors, and it carries its own BPE
 vocabulary as `model.tokenizer` (what `tinyprompt.tokenize_for(model, texts)` and every method use), loaded
 by name or by the path of a copy of its file (recognised by size and sha256).

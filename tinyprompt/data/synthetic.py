@@ -27,8 +27,6 @@ The labelled tasks built from this world are in `tinyprompt.data.synthetic_tasks
 pre-trained on it is `tinyprompt.load("synthetic")` with the tokenizer `tokenizer()`.
 """
 import hashlib
-import importlib.resources
-import json
 import math
 import random
 from dataclasses import dataclass, fields

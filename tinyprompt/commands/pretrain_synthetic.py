@@ -15,7 +15,7 @@ CLIP ("Learning Transferable Visual Models From Natural Language Supervision", R
    (short captions such as "a red circle." repeat within a batch: they are positives, not negatives).
    The loop is `tinyprompt.engine.train` (AdamW, one constant warm-up epoch, per-iteration cosine).
 
-    python -m tinyprompt.pretrain_synthetic --out weights/
+    python -m tinyprompt.commands.pretrain_synthetic --out weights/
 
 writes synthetic.pt (the state dict, loadable by `tinyprompt.build_model`), synthetic_bpe.txt (the merges)
 and synthetic.json (sha256 of both, the config, torch version, threads, timings, zero-shot accuracies),
@@ -188,7 +188,7 @@ def pretrain(config: PretrainConfig, out_dir, log=print) -> dict:
         "bpe": f"{NAME}_bpe.txt", "bpe_sha256": sha256_file(out / f"{NAME}_bpe.txt"),
         "vocab_size": tokenizer.vocab_size, "input_resolution": config.resolution,
         "context_length": config.context_length, "config": asdict(config),
-        "reproduce": "python -m tinyprompt.pretrain_synthetic --out weights/",
+        "reproduce": "python -m tinyprompt.commands.pretrain_synthetic --out weights/",
         "made_with": {"torch": torch.__version__, "threads": config.threads, "machine": platform.machine(),
                       "processor": _processor()},
         "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
@@ -217,7 +217,7 @@ def _processor() -> str:
 
 def main(argv=None) -> int:
     defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m tinyprompt.pretrain_synthetic", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tinyprompt.commands.pretrain_synthetic", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="folder for synthetic.pt, synthetic_bpe.txt, synthetic.json")
     for name, value in asdict(defaults).items():  # Python literals: --lr 1e-3, --vision-layers "(1, 1, 1, 1)"

@@ -10,64 +10,17 @@ evaluating several prompts on one dataset encodes its images once.
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data imagenet-a/   (folder per class)
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data caltech/ --split split_zhou_Caltech101.json
 """
-import importlib
 import json
 from pathlib import Path
 
-import torch
-
+from tinyprompt.commands.args import REQUIRED, class_names, int_at_least, resolve_device
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.metrics import topk_correct
-from tinyprompt.recipes import REQUIRED, int_at_least, resolve_device
-from tinyprompt.zeroshot import _class_names
-
-__all__ = ["METHODS", "load_prompt", "model_from_prompt", "accuracy_of_features"]
-
-# prompt_state_dict()["method"] -> the class that rebuilds it (`from_prompt_state_dict(clip, classnames, state)`)
-METHODS = {"coop": "tinyprompt.methods.coop:CoOp", "pomp": "tinyprompt.methods.pomp:POMP"}
-
-
-def load_prompt(path) -> dict:
-    """A saved prompt: prompt.pt / best.pt, or the prompt inside a training checkpoint.pt."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist: pass the prompt.pt written by `tinyprompt train`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a saved prompt torch.load can read ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and isinstance(state.get("prompt"), dict):  # a training checkpoint
-        state = state["prompt"]
-    if not isinstance(state, dict) or state.get("method") not in METHODS:
-        got = state.get("method") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a tinyprompt prompt of a known method (method {got!r}; known: "
-                         f"{sorted(METHODS)}): pass the prompt.pt written by `tinyprompt train`")
-    return state
-
-
-def model_from_prompt(clip, classnames, state: dict, **encoding):
-    """The method named by the prompt, around `clip`, for `classnames`, holding the saved prompt."""
-    module, _, name = METHODS[state["method"]].partition(":")
-    return getattr(importlib.import_module(module), name).from_prompt_state_dict(clip, classnames, state, **encoding)
-
-
-@torch.no_grad()
-def accuracy_of_features(model, features: torch.Tensor, labels, topk=(1, 5), batch_size: int = 4096) -> dict:
-    """{"top1": %, "top5": %} of the model on image features (N, E); text features are computed once."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    device = model.ctx.device
-    text = model.text_features()  # (C, E)
-    topk = tuple(k for k in topk if k <= text.shape[0])
-    hits = [0] * len(topk)
-    for start in range(0, len(labels), batch_size):
-        logits = model.forward_features(features[start : start + batch_size].to(device), text)  # (B, C)
-        batch = topk_correct(logits, labels[start : start + batch_size].to(device), topk)
-        hits = [h + b for h, b in zip(hits, batch)]
-    return {f"top{k}": 100.0 * h / len(labels) for k, h in zip(topk, hits)}
+from tinyprompt.methods import load_prompt, read_prompt
+from tinyprompt.metrics import accuracy_of_features
 
 
 def add_args(parser) -> None:
@@ -94,19 +47,22 @@ def run(args) -> int:
     if args.split is not None and args.classes is not None:
         raise ValueError("--classes renames class folders; with --split the names come from the split file: drop one")
     device = resolve_device(args.device)
-    state = load_prompt(args.prompt)
+    state = read_prompt(args.prompt)
     if args.split is not None:
         splits = read_split_file(args.split, args.data)
         items, classnames = splits[args.subset], classnames_from_items(splits["train"])
     else:
         items = folder_items(args.data)
-        classnames = _class_names(args.classes, find_classes(args.data), args.data)
+        classnames = class_names(args.classes, find_classes(args.data), args.data)
     if not items:
         raise ValueError(f"no images to evaluate in {args.split or args.data} ({args.subset}): pick another subset")
     clip, preprocess = load(args.model, device=device)
     features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
                                device=device, num_workers=args.workers)[0]  # fmt: skip
-    model = model_from_prompt(clip, classnames, state, text_chunk=args.text_chunk)
+    model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
+    if not hasattr(model, "forward_features"):  # TaI-DPT's multi-label scores, SHIP's generator: no top-k accuracy
+        raise ValueError(f"{args.prompt} is a {state['method']} prompt: `tinyprompt eval` measures single-label "
+                         f"accuracy of CoOp and POMP prompts (and of the CoOp prompt a SHIP run writes)")
     result = accuracy_of_features(model, features, [item.label for item in items])
     result = {"prompt": str(args.prompt), "model": str(args.model), "data": str(args.data), "images": len(items),
               "classes": len(classnames), **result}  # fmt: skip

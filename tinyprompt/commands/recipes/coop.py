@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 
+from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
 from tinyprompt.engine import TrainConfig, is_main_process, train
-from tinyprompt.evaluate import accuracy_of_features, model_from_prompt
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
+from tinyprompt.methods import load_prompt
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
-from tinyprompt.metrics import accuracy
+from tinyprompt.metrics import accuracy, accuracy_of_features
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, item_list, load_splits, non_negative_float,
-                                positive_float, prepare_out, resolve_device)
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
@@ -163,7 +163,7 @@ def _test(model, clip, preprocess, items, classnames, out: Path, encode: dict, r
     best = out / "best.pt"
     if result.get("best") is not None and best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)
-        test["best_val"] = accuracy_of_features(model_from_prompt(clip, classnames, state), features, labels)
+        test["best_val"] = accuracy_of_features(load_prompt(clip, state, classnames), features, labels)
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["test"] = test
     with atomic_write(out / "metrics.json", "w") as f:

@@ -4,20 +4,21 @@ Each subcommand lives in the module that owns it, which provides `add_args(parse
 this file only wires them together, so `tinyprompt --help` lists every subcommand with its defaults.
 """
 import argparse
-import importlib
 import os
 import sys
 
 import torch
 
+from tinyprompt.commands import demo, evaluate, export, models, train, zeroshot
+
 # subcommand: (module, one-line help)
 COMMANDS = {
-    "demo": ("tinyprompt.demo", "zero-shot and all five methods on the built-in synthetic world (offline, minutes)"),
-    "zeroshot": ("tinyprompt.zeroshot", "zero-shot accuracy of a CLIP model on a folder-per-class image set"),
-    "train": ("tinyprompt.train", "learn a prompt with one of the methods (tinyprompt train METHOD --help)"),
-    "eval": ("tinyprompt.evaluate", "accuracy of a saved prompt on a labelled image set, with any class list"),
-    "export-classifier": ("tinyprompt.export", "L2-normalised class embeddings (C, E) of a saved prompt, as .npy"),
-    "models": ("tinyprompt.models_command", "the names --model takes, their download sizes and which are cached"),
+    "demo": (demo, "zero-shot and all five methods on the built-in synthetic world (offline, minutes)"),
+    "zeroshot": (zeroshot, "zero-shot accuracy of a CLIP model on a folder-per-class image set"),
+    "train": (train, "learn a prompt with one of the methods (tinyprompt train METHOD --help)"),
+    "eval": (evaluate, "accuracy of a saved prompt on a labelled image set, with any class list"),
+    "export-classifier": (export, "L2-normalised class embeddings (C, E) of a saved prompt, as .npy"),
+    "models": (models, "the names --model takes, their download sizes and which are cached"),
 }
 
 
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.set_defaults(module=module)
-        importlib.import_module(module).add_args(p)
+        p.set_defaults(command_module=module)
+        module.add_args(p)
     return parser
 
 
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads or default_threads())
     try:
-        return importlib.import_module(args.module).run(args) or 0
+        return args.command_module.run(args) or 0
     finally:
         torch.set_num_threads(previous)
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
 from tinyprompt.data.largelabel import read_class_list
-from tinyprompt.evaluate import load_prompt, model_from_prompt
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.recipes import REQUIRED, int_at_least, resolve_device
+from tinyprompt.methods import load_prompt, read_prompt
 
 __all__ = ["class_embeddings"]
 
@@ -47,10 +47,10 @@ def run(args) -> int:
     if args.out.suffix != ".npy":
         raise ValueError(f"--out {args.out}: the embeddings are written as a NumPy array, use a .npy file name")
     device = resolve_device(args.device)
-    state = load_prompt(args.prompt)
+    state = read_prompt(args.prompt)
     classnames = read_class_list(args.classes)
     clip, _ = load(args.model, device=device)
-    model = model_from_prompt(clip, classnames, state, text_chunk=args.text_chunk)
+    model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
     embeddings = class_embeddings(model).numpy()  # (C, E)
     with atomic_write(args.out, "wb") as f:
         np.save(f, embeddings)

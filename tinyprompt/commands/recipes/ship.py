@@ -34,16 +34,24 @@ from pathlib import Path
 
 import torch
 
+from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
+from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
 from tinyprompt.engine import TrainConfig, distributed_info, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
-from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic,
-                                     relabel, split_base_new)  # fmt: skip
-from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, item_list, load_splits, positive_float,
-                                prepare_out, resolve_device)
+from tinyprompt.methods.ship import (
+    VARIANTS,
+    SHIPConfig,
+    SHIPGenerator,
+    base_new_accuracy,
+    coop_loss,
+    mix_synthetic,
+    relabel,  # fmt: skip
+    split_base_new,
+)
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # --variant auto picks the ImageNet script for a 1000-class dataset

@@ -1,69 +1,23 @@
-"""Runnable training recipes, one module per method, run by `tinyprompt train <method> ...` (tinyprompt/train.py).
+"""Runnable training recipes, one module per method, run by `tinyprompt train <method> ...` (commands/train.py).
 
-A recipe module provides `add_args(parser)` and `run(args)`. This file holds what recipes share: argparse
-value checks that fail with a clear message, the run flags (what to do with an earlier run in --out, workers,
-device) and the check of --out before any work, the device choice, the image-classification data of a run (a
-CoOp split file, or train/val/test image folders) and the items' part of a run's data fingerprint.
+A recipe module provides `add_args(parser)` and `run(args)`. This file holds what recipes share: the run flags
+(what to do with an earlier run in --out, workers, device) and the check of --out before any work, the
+image-classification data of a run (a CoOp split file, or train/val/test image folders) and the items' part of
+a run's data fingerprint. Argument types every command shares are in `tinyprompt.commands.args`.
 """
-import argparse
-import math
 import os
 from pathlib import Path
 
-import torch
-
+from tinyprompt.commands.args import int_at_least
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.engine import check_out_dir
 
-__all__ = ["REQUIRED", "FLAGS", "int_at_least", "finite_float", "positive_float", "non_negative_float", "add_run_args",
-           "prepare_out", "resolve_device", "load_splits", "item_list"]
+__all__ = ["FLAGS", "add_run_args", "prepare_out", "load_splits", "item_list"]
 
-# add_argument(..., **REQUIRED): a flag with no default, so `--help` shows none ("(default: None)" would mislead)
-REQUIRED = {"required": True, "default": argparse.SUPPRESS}
 # the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
 FLAGS = {"out_dir": "--out", "resume": "--resume", "overwrite": "--overwrite", "lr": "--lr",
          "precision": "--precision fp32"}
-
-
-def int_at_least(low: int):
-    """An argparse type: an int >= low, else an error naming the value and the bound."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"int >= {low}"
-    return parse
-
-
-def _float_where(ok=None, what: str = ""):
-    """An argparse type: a finite float (float() also reads 'inf' and 'nan', which no flag means) where ok(value)."""
-    number = f"a finite number {what}".rstrip()
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {number}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be {number}, got {text!r}")
-        if ok is not None and not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-        return value
-
-    parse.__name__ = number.removeprefix("a ")
-    return parse
-
-
-finite_float = _float_where()
-positive_float = _float_where(lambda v: v > 0, "> 0")
-non_negative_float = _float_where(lambda v: v >= 0, ">= 0")
 
 
 def add_run_args(group, resume_help: str = "continue from --out/checkpoint.pt when it exists") -> None:
@@ -79,19 +33,6 @@ def prepare_out(args, stages=("",)) -> None:
     """Before any work: --out is a writable folder (created), and an earlier run in it is claimed by --resume or
     --overwrite. stages: the sub-folders the recipe's engine runs write into ("" = --out itself)."""
     check_out_dir(args.out, args.resume, args.overwrite, FLAGS, stages)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' = cuda when available, else cpu; anything else must be a torch device that exists."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e}): use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
-    return device
 
 
 def load_splits(data, split=None) -> tuple[dict, list]:

@@ -450,7 +450,7 @@ def run(args) -> int:
     settings = PRESETS["quick" if args.quick else "full"]
     settings = DemoSettings(**{**asdict(settings), "seed": args.seed})
     print("tinyprompt demo: the built-in synthetic world (procedural shapes and captions) and its tiny CLIP, "
-          "pre-trained by `python -m tinyprompt.pretrain_synthetic`; numbers here say what each method does, "
+          "pre-trained by `python -m tinyprompt.commands.pretrain_synthetic`; numbers here say what each method does, "
           "not how it scores on real benchmarks.")
     print(f"{torch.get_num_threads()} CPU thread(s): `tinyprompt --threads N demo` changes it (`tinyprompt --help`: "
           "how the default is chosen)")

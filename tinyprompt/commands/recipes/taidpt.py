@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
+from tinyprompt.commands.recipes import FLAGS, add_run_args, prepare_out
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.features import cached_features, module_fingerprint
@@ -34,8 +36,6 @@ from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
 from tinyprompt.metrics import mean_average_precision
-from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, int_at_least, non_negative_float, positive_float,
-                                prepare_out, resolve_device)
 from tinyprompt.tokenizer import tokenize_for
 from tinyprompt.transforms import clip_preprocess
 

@@ -24,17 +24,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
+from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import TrainConfig, is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods.ilmvp import (
-    IMAGENET_MEAN, IMAGENET_STD, MAPPINGS, ILMVP, AdditivePrompt, ILMVPConfig, PaddingPrompt, clip_text_source,
+    ILMVP,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAPPINGS,
+    AdditivePrompt,
+    ILMVPConfig,
+    PaddingPrompt,
+    clip_text_source,
     load_classifier,
 )
 from tinyprompt.metrics import accuracy
-from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, finite_float, int_at_least, item_list, load_splits,
-                                positive_float, prepare_out, resolve_device)
 
 # official optimisation per source kind
 DEFAULTS = {

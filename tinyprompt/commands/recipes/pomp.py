@@ -23,14 +23,21 @@ import argparse
 
 import torch
 
+from tinyprompt.commands.args import (
+    REQUIRED,
+    finite_float,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    resolve_device,
+)
+from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, prepare_out
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items
 from tinyprompt.engine import TrainConfig, is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import POSITIONS
-from tinyprompt.recipes import (FLAGS, REQUIRED, add_run_args, finite_float, int_at_least, item_list,
-                                non_negative_float, positive_float, prepare_out, resolve_device)
 from tinyprompt.transforms import train_transform
 
 EPOCHS_BY_N_CTX = {4: 5, 16: 20}  # the paper's two settings; other n_ctx default to 20 epochs
