@@ -1,11 +1,13 @@
 """`python -m bench <suite> [--quick] [--device cpu|cuda] [--out DIR]`.
 
 Each suite is a module in this folder with `add_args(parser)` and `run(args)`; results go to
-`bench/results/` (JSON lines + a markdown table, a PNG when matplotlib is installed).
+`bench/results/<suite>-<cpu|cuda>.*` (JSON lines + a markdown table, a PNG when matplotlib is installed), the
+suite's current numbers; `--quick` results go to `bench/results/quick/` so they never replace them.
 """
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 SUITES = {
     # name: (module, one-line description)
@@ -31,11 +33,14 @@ def main(argv=None):
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--quick", action="store_true", help="a small grid, fewer repetitions (default: off)")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
-        p.add_argument("--out", default=None, help="results folder (default: bench/results)")
+        p.add_argument("--out", default=None, help="results folder (default: bench/results, or bench/results/quick "
+                       "with --quick)")
         p.set_defaults(module=module)
         if name == chosen:
             importlib.import_module(module).add_args(p)
     args = parser.parse_args(argv)
+    if args.quick and args.out is None:  # a small grid must not replace a suite's current numbers
+        args.out = str(Path(__file__).resolve().parent / "results" / "quick")
     return importlib.import_module(args.module).run(args)
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ How a number is made here (STYLE.md rule 8):
   resident set (VmHWM, reset through /proc/self/clear_refs) minus the resident set just before the
   run, with glibc's mmap threshold pinned so freed blocks go back to the OS; CUDA:
   max_memory_allocated minus memory_allocated before the run.
-- every row carries device, dtype, shapes and versions; rows go to JSON lines plus a markdown table.
+- every row carries device, dtype, shapes, versions and the date; rows go to JSON lines plus a markdown table.
+- one current result per suite and device: `bench/results/<suite>-<cpu|cuda>.{jsonl,md,png}`, replaced by the
+  next full run (git keeps the history); `--quick` runs go to `bench/results/quick/`, which git ignores.
 
 A factory is "module:function"; called with keyword arguments it returns a zero-argument callable
 that does one unit of work (a forward, a training step, ...). The inputs it builds are not counted.
@@ -158,15 +160,14 @@ def environment(device: str) -> dict:
 
 
 class Report:
-    """Collects rows of one suite run; writes JSON lines, a markdown table and (optionally) a PNG."""
+    """Collects rows of one suite run; writes `<suite>-<cpu|cuda>` JSON lines, markdown table and (optionally) PNG."""
 
     def __init__(self, suite: str, device: str, out_dir=None):
         self.suite, self.device, self.rows = suite, device, []
         self.env = environment(device)
         self.out_dir = Path(out_dir) if out_dir else RESULTS
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         kind = "cuda" if str(device).startswith("cuda") else "cpu"
-        self.stem = f"{suite}-{kind}-{stamp}"
+        self.stem = f"{suite}-{kind}"  # the suite's current result on this kind of device
 
     def add(self, **row) -> dict:
         row = {"suite": self.suite, **row, **self.env}

@@ -165,7 +165,7 @@ def run(args):
         torch.set_num_threads(args.threads)  # the memory child processes inherit it (harness.peak_memory)
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
     reps = args.reps or (3 if args.quick else 10 if device == "cuda" else 5)
-    report = harness.Report("kernels", device, args.out)
+    report = harness.Report("kernels-sweep" if args.sweep else "kernels", device, args.out)
     matmul = harness.measure_matmul_tflops(device, getattr(torch, dtype))
     copy = harness.measure_copy_gbps(device)
     report.add(kernel="roofline", provider="measured", shape="", dtype=dtype, mode="",
