@@ -2,9 +2,9 @@
 
 `python -m bench demo_threads [--quick] [--reps N] [--threads 1,2]`
 
-Why: on a 2-core machine beside one busy process, `tinyprompt demo` took 927 s at 2 threads and 56 s at 1.
-An OpenMP thread that waits for a core another process holds spins instead of sleeping, so every parallel
-region waits for the slowest thread. These numbers choose `tinyprompt --threads`'s default (see `cli.py`).
+Why: an OpenMP thread that waits for a core another process holds spins instead of sleeping, so every
+parallel region waits for the slowest thread; on a small machine beside a busy process more threads can be
+many times slower. These numbers choose `tinyprompt --threads`'s default (see `commands/cli.py`).
 
 Each run is a fresh `python -m tinyprompt --threads T demo --quick` process, timed end to end (start-up,
 model load, all six rows), with OMP_NUM_THREADS unset so --threads alone decides. The busy neighbour is a

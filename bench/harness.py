@@ -1,6 +1,6 @@
 """The benchmark harness every `python -m bench <suite>` shares.
 
-How a number is made here (STYLE.md rule 8):
+How a number is made here:
 - time: warm up, then run the providers of one case round-robin (interleaved, rotating the start),
   `reps` times each; report the median and the 20th/80th percentiles. CUDA work is timed with events.
 - memory: each provider runs once more in a fresh Python process (`python -m bench.harness`), built by

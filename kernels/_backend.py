@@ -1,4 +1,4 @@
-"""Backend selection and lazy Triton loading shared by the kernel files (DESIGN.md principle 3).
+"""Backend selection and lazy Triton loading shared by the kernel files (each has a Triton path and a reference twin).
 
 Every kernel file has a Triton path and a plain-PyTorch reference twin. `backend` picks one:
 - "auto": Triton for CUDA tensors when `triton` imports, else the reference;

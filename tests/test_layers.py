@@ -1,4 +1,4 @@
-"""The package's layers run one way (DESIGN.md): the library never imports a command, no modules import
+"""The package's layers run one way: the library never imports a command, no modules import
 each other in a loop, and imports are written out (no importlib strings hiding the graph).
 
 Read with `ast` from the source files, so the check needs nothing installed and sees imports inside

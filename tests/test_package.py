@@ -1,4 +1,4 @@
-"""The package as a user meets it: a light `import tinyprompt`, the public surface of DESIGN.md, the
+"""The package as a user meets it: a light `import tinyprompt`, the public surface the README documents, the
 installed metadata (requirements, extras, console script), and `python -m tinyprompt` / `tinyprompt`."""
 import importlib.metadata
 import inspect

@@ -36,9 +36,8 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   of every chunk attends to them (`encode_text_after_prefix`);
 - chunks (ceil(R / chunk_size) passes of equal size, optionally activation-checkpointed) bound memory
   for thousands of classes; `chunk_size=0` encodes all rows in one padded pass. Fewer passes mean
-  fewer kernel launches (a POMP step of 1,029 prompts: 10,038 aten ops at chunk_size 256, 4,644 at
-  1,024, 2,836 in one pass; the official formulation: 1,007), smaller ones less padding and cache
-  traffic (the same step, ViT-B/16 text tower, fp32 on 2 CPU cores: 10.9 s, 15.6 s, 27.3 s);
+  fewer kernel launches (what a GPU step is bound by), smaller ones less padding and cache traffic (what
+  a CPU step is bound by): `python -m bench pomp` measures both sides;
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
 """
 import functools

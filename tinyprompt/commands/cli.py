@@ -25,8 +25,8 @@ COMMANDS = {
 THREADS_HELP = ("CPU threads for torch (torch.set_num_threads), set before COMMAND starts: `tinyprompt --threads N "
                 "COMMAND ...`. Default: $OMP_NUM_THREADS when set; else 1 on a machine with <= 2 cores; else torch's "
                 "default, capped at the cores the 1-minute load average leaves idle. Why: a thread waiting for a "
-                "core another process holds spins, so on 2 cores beside one busy process `tinyprompt demo --quick` "
-                "took 751 s at 2 threads and 69 s at 1, with the same numbers (python -m bench demo_threads)")
+                "core another process holds spins, so beside one busy process on 2 cores, 2 threads run many times "
+                "slower than 1, with the same numbers (measured by python -m bench demo_threads)")
 
 
 def default_threads() -> int:

@@ -4,7 +4,7 @@ Prompt learning on CLIP keeps the image encoder frozen (CoOp, arXiv 2109.01134; 
 POMP, arXiv 2304.04704), so an image feature is a pure function of the weights, the preprocessing, the
 image file and the random draws of its augmentation. Computing the features of the test set, and of V
 augmented views of the few-shot train set, once lets training skip the image encoder entirely (an exact
-speed-up of principle 2 in DESIGN.md: the same features the official code recomputes every step).
+speed-up: the same features the official code recomputes every step).
 
 The cache file is `cache_dir()/features/<key>.pt`, where key = sha256 over everything that affects the
 result: the model (a checkpoint sha256 passed in `key_parts["model"]`, or a fingerprint of the encoder
