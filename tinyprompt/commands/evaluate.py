@@ -19,7 +19,7 @@ from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods import load_prompt, read_prompt
+from tinyprompt.methods import METHODS, load_prompt, read_prompt
 from tinyprompt.metrics import accuracy_of_features
 
 
@@ -48,6 +48,9 @@ def run(args) -> int:
         raise ValueError("--classes renames class folders; with --split the names come from the split file: drop one")
     device = resolve_device(args.device)
     state = read_prompt(args.prompt)
+    if not hasattr(METHODS[state["method"]], "forward_features"):  # TaI-DPT's multi-label scores, SHIP's generator
+        raise ValueError(f"{args.prompt} is a {state['method']} prompt: `tinyprompt eval` measures the single-label "
+                         f"accuracy of CoOp and POMP prompts (and of the CoOp prompt.pt a SHIP run writes)")
     if args.split is not None:
         splits = read_split_file(args.split, args.data)
         items, classnames = splits[args.subset], classnames_from_items(splits["train"])
@@ -60,9 +63,6 @@ def run(args) -> int:
     features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
                                device=device, num_workers=args.workers)[0]  # fmt: skip
     model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
-    if not hasattr(model, "forward_features"):  # TaI-DPT's multi-label scores, SHIP's generator: no top-k accuracy
-        raise ValueError(f"{args.prompt} is a {state['method']} prompt: `tinyprompt eval` measures single-label "
-                         f"accuracy of CoOp and POMP prompts (and of the CoOp prompt a SHIP run writes)")
     result = accuracy_of_features(model, features, [item.label for item in items])
     result = {"prompt": str(args.prompt), "model": str(args.model), "data": str(args.data), "images": len(items),
               "classes": len(classnames), **result}  # fmt: skip
