@@ -18,7 +18,7 @@ SUITES = {
     "pomp": ("bench.pomp", "POMP training step: official formulation (77 tokens, B+K-1 prompts) vs tinyprompt"),
     "taidpt": ("bench.taidpt", "TaI-DPT: a training epoch on 20k captions, C=80, RN50 text tower: official vs tinyprompt"),
     "kernels": ("bench.kernels", "Fused losses (sampled softmax CE, ranking) vs eager, torch.compile, reference twins"),
-    "methods": ("bench.methods", "CoOp training step, official formulation vs tinyprompt (EOT truncation, shared prefix, cached features)"),
+    "coop": ("bench.coop", "CoOp training step, official formulation vs tinyprompt (EOT truncation, shared prefix, cached features)"),
     "demo_threads": ("bench.demo_threads", "`tinyprompt demo --quick` wall time at 1 and 2 threads, alone and beside a CPU-busy process"),
 }
 

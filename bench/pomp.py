@@ -7,12 +7,12 @@ ctx for `--images` images x `--views` augmented views (the paper: 32 x 4 = 128 r
 - `official`: as amazon-science/prompt-pretraining computes it: B·views + K - 1 prompts (one positive
   per row, duplicates and views included, then the negatives), each through all 77 positions of the
   text transformer with autograd, then the materialised (B, K) logits (`official_logits`, official
-  base-10 margin, -1e6 mask) and `F.cross_entropy`;
-- `tinyprompt`: `POMP.loss`: each class encoded once (dedup of positives and collisions), EOT truncation
-  and the shared SOS + context prefix, prompts sorted by length into activation-checkpointed chunks of
-  `--text-chunk`, and the fused `sampled_softmax_loss` (no (B, K) logits kept). Several `--text-chunk`
-  values give one variant each (`tinyprompt c256`, ...), measured in the same run: fewer, larger passes
-  launch fewer kernels (what a GPU step is bound by at this size), smaller ones pad less.
+  base-10 margin, -1e6 mask) and `F.cross_entropy` (`tinyprompt.methods.pomp.official_loss`);
+- `tinyprompt`: `POMP.step_loss`: each class encoded once (dedup of positives and collisions), EOT
+  truncation and the shared SOS + context prefix, prompts sorted by length into activation-checkpointed
+  chunks of `--text-chunk`, and the fused `sampled_softmax_loss` (no (B, K) logits kept). Several
+  `--text-chunk` values give one variant each (`tinyprompt c256`, ...), measured in the same run: fewer,
+  larger passes launch fewer kernels (what a GPU step is bound by at this size), smaller ones pad less.
 Both compute the same loss (reported, with its difference) on the same inputs and negatives. The image
 encoder is frozen and its features are cached in tinyprompt (the official trainer re-encodes every
 step): both variants take the image features as given, so the image side is not in either number.
@@ -25,12 +25,11 @@ CUDA: max_memory_allocated), text rows encoded per step, speed and memory ratios
 import gc
 
 import torch
-import torch.nn.functional as F
 
 from bench import harness
 from bench.clip_text import class_names, text_tower
 from tinyprompt.engine import TrainConfig, build_optimizer
-from tinyprompt.methods.pomp import POMP, POMPConfig, margins, official_logits, sampled_columns
+from tinyprompt.methods.pomp import POMP, POMPConfig, official_loss, view_rows
 
 N_CLASSES = 10450  # ImageNet-21K-P winter21, the released setting
 
@@ -50,19 +49,6 @@ def build(clip, variant: str, k: int, n_classes: int, text_chunk: int, seed: int
     return POMP(clip, class_names(n_classes, seed), config).train()
 
 
-def official_loss(model: POMP, features, labels, neg_ids):
-    """The official step's loss: B + K-1 prompts of 77 tokens, materialised logits, F.cross_entropy."""
-    prompts = model.prompt.prompts
-    label_upd = torch.cat([labels, neg_ids])  # (B + K-1,): positives first, one per image row
-    text = model.clip.encode_text_embeddings(prompts.assemble(model.ctx, label_upd), prompts.eot_index[label_upd])
-    text = F.normalize(text.float(), dim=-1)
-    b = labels.shape[0]
-    margin = margins("official", model.n_classes, neg_ids.numel() + 1, sampled_columns(labels, neg_ids).collisions)
-    logits = official_logits(F.normalize(features, dim=-1), text[:b], text[b:], labels, neg_ids,
-                             model.clip.logit_scale.exp(), margin.to(features.device))  # fmt: skip
-    return F.cross_entropy(logits, torch.zeros_like(labels))
-
-
 def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_classes: int = N_CLASSES,
             text_chunk: int = 256, seed: int = 0):
     """One training step (forward + backward + SGD on ctx) on fixed inputs, as a zero-argument callable."""
@@ -70,23 +56,23 @@ def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_clas
     device = model.ctx.device
     optimizer = build_optimizer([model.ctx], TrainConfig())  # SGD lr 0.002, momentum 0.9, wd 5e-4
     g = torch.Generator().manual_seed(seed + 1)
-    labels = torch.randint(n_classes, (images,), generator=g).repeat(views).to(device)  # (B,) view-major
-    features = torch.randn(images * views, clip.embed_dim, generator=g).to(device)  # cached image features
-    neg_ids = model.negatives(step=0).to(device)  # the same draw for both variants
+    labels = torch.randint(n_classes, (images,), generator=g).to(device)  # (B,)
+    features = torch.randn(images, views, clip.embed_dim, generator=g).to(device)  # (B, M, E) cached image features
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    def step():
+    def step():  # step 0's negatives in both variants: the same seeded draw
         with torch.autocast(**amp):
             if variant == "official":
-                loss = official_loss(model, features, labels, neg_ids)
+                loss = official_loss(model, *view_rows(features, labels), model.negatives(step=0))
             else:
-                loss = model.loss(features, labels, neg_ids)
+                loss = model.step_loss(features, labels, step=0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return loss.detach()
 
-    step.text_rows = labels.numel() + k - 1 if variant == "official" else torch.cat([labels, neg_ids]).unique().numel()
+    neg_ids = model.negatives(step=0)
+    step.text_rows = images * views + k - 1 if variant == "official" else torch.cat([labels, neg_ids]).unique().numel()
     return step
 
 

@@ -29,7 +29,7 @@ from bench.clip_text import VIT_B16, class_names
 from tinyprompt.clip import CLIP
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.methods.coop import CoOp, CoOpConfig
-from tinyprompt.methods.ship import SHIPConfig, SHIPGenerator, coop_loss, mix_synthetic
+from tinyprompt.methods.ship import SHIPConfig, SHIPGenerator, finetune_loss
 
 SHOTS, N_BASE, N_NEW, BATCH = 16, 50, 50, 256
 EPOCH_BATCHES = [BATCH] * (SHOTS * N_BASE // BATCH) + [SHOTS * N_BASE % BATCH]  # [256, 256, 256, 32]
@@ -78,8 +78,7 @@ def step_fn(clip, stage: str, provider: str, batch: int, seed: int = 0):
     optimizer = build_optimizer([coop.ctx], TrainConfig(lr=2e-3, momentum=0.0, weight_decay=0.0))
 
     def step():
-        mixed, targets = mix_synthetic(generator, features(), labels, N_BASE, syn_labels=syn_labels, z=z)
-        loss = coop_loss(coop, mixed, targets)
+        loss = finetune_loss(coop, generator, features(), labels, N_BASE, syn_labels=syn_labels, z=z)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -3,12 +3,14 @@
 TaI-DPT (Guo et al., "Texts as Images in Prompt Tuning for Multi-Label Image Recognition", arXiv
 2211.12739) trains two contexts on captions. One step = forward + backward + SGD update of both
 contexts for a batch of 512 captions, C = 80 classes (COCO), n_ctx 16:
-- `official`: as guozix/TaI-DPT does it: the batch's captions go through the frozen text encoder at
-  all 77 positions every step; both sets of 80 class prompts run all 77 positions; the local
-  aggregation spans 77 positions with the additive -10000 padding mask; the pairwise (B, C, C) hinge;
-- `tinyprompt`: the same function with tinyprompt's exact shortcuts: caption features encoded ONCE
-  (EOT-truncated, packed) and gathered per step, class prompts EOT-truncated with the shared SOS +
-  context prefix encoded once, `tinyprompt.kernels.ranking_loss` (sort-based hinge, no (B, C, C) tensor).
+- `official`: as guozix/TaI-DPT does it (`tinyprompt.methods.taidpt.official_loss`): the batch's captions
+  go through the frozen text encoder at all 77 positions every step; both sets of 80 class prompts run all
+  77 positions; the local aggregation spans 77 positions with the additive -10000 padding mask; the
+  pairwise (B, C, C) hinge;
+- `tinyprompt`: `TaIDPT.caption_loss`, the same function with tinyprompt's exact shortcuts: caption
+  features encoded ONCE (EOT-truncated, packed) and gathered per step, class prompts EOT-truncated with
+  the shared SOS + context prefix encoded once, `tinyprompt.kernels.ranking_loss` (sort-based hinge, no
+  (B, C, C) tensor).
 Both run on the same CLIP, batch and contexts, and their first losses are compared.
 
 Backbone: the RN50 CLIP's text tower (width 512, 8 heads, 12 layers, embed 1024; random weights, the
@@ -25,17 +27,16 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
 from bench import harness
+from bench.clip_text import RN50
 from tinyprompt.clip import CLIP
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.kernels import ranking_loss
-from tinyprompt.methods.taidpt import TaIDPT, TaIDPTConfig, encode_captions
+from tinyprompt.methods.taidpt import TaIDPT, TaIDPTConfig, encode_captions, official_loss, official_ranking_loss
 from tinyprompt.prompts import ClassPrompts
 
-RN50 = (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)  # OpenAI's CLIP(...) arguments
 EPOCHS = 20  # the official recipe: the one-time caption encoding is shared by this many epochs
 LABELS_PER_CAPTION = 2.9
 
@@ -57,28 +58,6 @@ def caption_data(n: int, n_cls: int, seed: int = 0):
     labels = (torch.rand(n, n_cls, generator=gen) < LABELS_PER_CAPTION / n_cls).long()
     labels[torch.arange(n), torch.randint(n_cls, (n,), generator=gen)] = 1
     return tokens, labels
-
-
-def official_ranking_loss(scores, labels, margin: float = 1.0):
-    """The official trainers/utils.py ranking_loss at scale 1: the (B, C, C) pairwise hinge, batch mean."""
-    y = labels.float()
-    pairs = margin - scores[:, :, None] + scores[:, None, :]  # (B, i, j): margin - s_i + s_j
-    hinge = torch.maximum(torch.zeros_like(pairs), pairs) * y[:, :, None] * (1 - y[:, None, :])
-    return hinge.sum(dim=(1, 2)).mean()
-
-
-def official_logits(clip, prompts, ctx_global, ctx_local, tokens, temperature=50.0, scale=4.0):
-    """The official text-side forward: captions and class prompts at all 77 positions, 77-position aggregation."""
-    with torch.no_grad():  # frozen encoder, no learnable input: no graph, but recomputed every step
-        x = clip.token_embedding(tokens) + clip.positional_embedding
-        feats = clip.ln_final(clip.transformer(x)) @ clip.text_projection  # (B, 77, E)
-        glob = feats[torch.arange(len(tokens)), tokens.argmax(dim=-1)]  # (B, E)
-    emb_g = F.normalize(prompts.encode(clip, ctx_global), dim=-1)  # (C, E), 77 positions (full_length)
-    emb_l = F.normalize(prompts.encode(clip, ctx_local), dim=-1)
-    logits_g = scale * F.normalize(glob, dim=-1) @ emb_g.t()
-    cos = F.normalize(feats, dim=-1) @ emb_l.t() + (tokens == 0)[..., None] * -10000.0  # (B, 77, C)
-    weights = (temperature * cos).softmax(dim=1)
-    return logits_g, scale * (cos * weights).sum(dim=1)
 
 
 def step_fns(clip, n_captions: int, n_cls: int = 80, batch: int = 512, seed: int = 0):
@@ -105,17 +84,14 @@ def step_fns(clip, n_captions: int, n_cls: int = 80, batch: int = 512, seed: int
     batch_tokens, batch_labels = tokens[idx], labels[idx]
 
     def official():
-        logits_g, logits_l = official_logits(clip, full, *official_ctx, batch_tokens)
-        loss = official_ranking_loss(logits_g, batch_labels) + official_ranking_loss(logits_l, batch_labels)
+        loss = official_loss(clip, full, *official_ctx, batch_tokens, batch_labels)
         opt_official.zero_grad(set_to_none=True)
         loss.backward()
         opt_official.step()
         return loss
 
     def tinyprompt():
-        glob, local, mask = cache.batch(rows)
-        logits_g, logits_l = model.logits(glob, local, model.config.temperature_text, mask)
-        loss = model.loss(logits_g, logits_l, batch_labels)
+        loss = model.caption_loss(cache, rows, batch_labels)
         opt_tiny.zero_grad(set_to_none=True)
         loss.backward()
         opt_tiny.step()

@@ -26,7 +26,7 @@ from tinyprompt.data.largelabel import ViewsDataset, large_label_items, read_cla
 from tinyprompt.data.splits import few_shot, folder_items
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.pomp import (POMP, NegativeSampler, POMPConfig, coop_prompt_state, margins, official_logits,
-                                     pomp_loss, sampled_columns)  # fmt: skip
+                                     official_loss, pomp_loss, sampled_columns, view_rows)  # fmt: skip
 from tinyprompt.commands.recipes.pomp import loss_fn as recipe_loss_fn
 
 # golden variant key -> POMPConfig.margin
@@ -175,6 +175,10 @@ def test_golden_prompt_step(path, variant):
     torch.testing.assert_close(F.normalize(image_features, dim=-1), case["image_features"], atol=1e-5, rtol=0)
     labels = case["labels_per_image"].repeat(case["n_views"])
     assert torch.equal(labels, case["labels"])
+    # the recipe's batch, (B, M, E) views of each image, gives the official rows (a reshape and a repeat)
+    rows, row_labels = view_rows(image_features.unflatten(0, (case["n_views"], -1)).transpose(0, 1),
+                                 case["labels_per_image"])  # fmt: skip
+    assert torch.equal(rows, image_features) and torch.equal(row_labels, labels)
     B, margin, expected = case["B"], margin_of(variant), case["variants"][variant]
     assert case["text_encoder_rows"] == B + case["K"] - 1 and case["text_encoder_seq_len"] == 77
     for options in ({"dedup": True}, {"dedup": False, "text_chunk": 3}):
@@ -197,6 +201,12 @@ def test_golden_prompt_step(path, variant):
     F.cross_entropy(logits, torch.zeros_like(labels)).backward()
     assert_grad_close(raw.grad, expected["grad_text_features_upd"])
     assert_grad_close(pomp.ctx.grad, expected["grad_ctx"])
+    if margin == "official":  # the whole official step (the benchmark's baseline): 77 positions, B + K-1 prompts
+        official = model(full_length=True)
+        loss = official_loss(official, image_features, labels, case["neg_ids"])
+        torch.testing.assert_close(loss.detach(), expected["loss"], rtol=1e-5, atol=1e-6)
+        loss.backward()
+        assert_grad_close(official.ctx.grad, expected["grad_ctx"])
 
 
 # ----------------------------------------------------------------------------- golden: degenerate cases

@@ -21,8 +21,8 @@ from tinyprompt.clip import CLIP, build_model
 from tinyprompt.data.splits import Item
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.methods.coop import CoOp, CoOpConfig
-from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic,
-                                     relabel, ship_logits, split_base_new)  # fmt: skip
+from tinyprompt.methods.ship import (VARIANTS, SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, finetune_loss,
+                                     mix_synthetic, relabel, ship_logits, split_base_new)  # fmt: skip
 from tinyprompt.metrics import harmonic_mean
 from tinyprompt.commands.recipes.ship import SETTINGS
 from tinyprompt.prompts import ClassPrompts
@@ -215,7 +215,11 @@ def test_golden_coop_step(path):
         model.ctx.grad = None
         features, target = mix_synthetic(generator, case["real_features"], case["real_target"], n_base)
         assert int(target[len(case["real_target"]):].min()) >= n_base
-        coop_loss(model, features, target).backward()
+        fixed = dict(syn_labels=syn_case["gen_target"], z=syn_case["z"])
+        loss = finetune_loss(model, generator, case["real_features"], case["real_target"], n_base, **fixed)
+        mixed = mix_synthetic(generator, case["real_features"], case["real_target"], n_base, **fixed)
+        assert torch.equal(loss, coop_loss(model, *mixed))  # the recipe's step: the same ops in the same order
+        loss.backward()
         assert model.ctx.grad is not None and model.ctx.grad.abs().sum() > 0
         assert all(p.grad is None for p in generator.parameters())
 

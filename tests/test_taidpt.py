@@ -19,7 +19,10 @@ from tinyprompt.methods.taidpt import (
     fuse_scores,
     global_logits,
     local_logits,
+    official_loss,
+    official_ranking_loss,
 )
+from tinyprompt.prompts import ClassPrompts
 
 SCALE = 4.0
 
@@ -71,6 +74,8 @@ def _ranking_cases(data):
         scores = case["scores"].clone().requires_grad_(True)
         loss = ranking_loss(scores, case["labels"], margin=1.0)  # the official training call (scale 1, margin 1)
         assert abs(loss.item() - case["loss"].item()) <= 1e-5 * max(abs(case["loss"].item()), 1e-6)
+        official = official_ranking_loss(case["scores"], case["labels"])  # the (B, C, C) twin the benchmark times
+        assert abs(official.item() - case["loss"].item()) <= 1e-5 * max(abs(case["loss"].item()), 1e-6)
         (grad,) = torch.autograd.grad(loss, scores)
         rows = _off_kink_rows(case["scores"], case["labels"])  # tie_case: none (its only row sits on the kink)
         assert not rows.any() or _rel(grad[rows], case["grad_scores"][rows]) <= 1e-5
@@ -164,6 +169,7 @@ def _text_forward_cases(data):
             _close(part_l, data["logits_local"][part], 5e-5)
             glob, local, mask = feats.batch(torch.arange(len(feats)))
             logits_g, logits_l = model.logits(glob, local, temperature, mask)
+            recipe_loss = model.caption_loss(feats, torch.arange(len(feats)), data["labels"])  # the recipe's step
         else:
             logits_g, logits_l = model.forward_text(data["tokens"])
         _close(logits_g, data["logits_global"], 2e-5)
@@ -175,6 +181,8 @@ def _text_forward_cases(data):
         loss = model.loss(logits_g, logits_l, data["labels"])
         for got, want in ((loss_g, "loss_global"), (loss_l, "loss_local"), (loss, "loss_total")):
             assert abs(got.item() - data[want].item()) <= 1e-5 * abs(data[want].item())
+        if cached:  # the same ops on the same cached features, in the same order
+            assert torch.equal(recipe_loss, loss)
         loss.backward()
         assert _rel(logits_g.grad, data["dloss_dlogits_global"]) <= 1e-4
         assert _rel(logits_l.grad, data["dloss_dlogits_local"]) <= 1e-4
@@ -182,9 +190,20 @@ def _text_forward_cases(data):
         assert _rel(model.ctx_local.grad, data["grad_ctx_double"]) <= 1e-4
         assert all(p.grad is None for p in model.clip.parameters())  # the encoder stays frozen
 
+    def official_step():  # the official formulation (the benchmark's baseline): 77 positions, (B, C, C) hinge
+        model = _model(data)
+        full = ClassPrompts(model.clip, data["classnames"], data["n_ctx"], full_length=True, share_prefix=False)
+        loss = official_loss(model.clip, full, model.ctx_global, model.ctx_local, data["tokens"], data["labels"],
+                             data["temperature_text"], data["logit_scale"])  # fmt: skip
+        assert abs(loss.item() - data["loss_total"].item()) <= 1e-5 * abs(data["loss_total"].item())
+        loss.backward()
+        assert _rel(model.ctx_global.grad, data["grad_ctx"]) <= 1e-4
+        assert _rel(model.ctx_local.grad, data["grad_ctx_double"]) <= 1e-4
+
     yield "caption_features", features
     yield "step", lambda: training_step(cached=False)
     yield "step_cached_features", lambda: training_step(cached=True)
+    yield "official_step", official_step
 
 
 def _image_forward_cases(data):

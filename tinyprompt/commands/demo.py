@@ -149,11 +149,6 @@ def _row(method, task, metric, before, after, started, baseline, note="", **extr
             "note": f"before = {baseline}" + (f"; {note}" if note else ""), **extra}
 
 
-def _feature_loss(model, batch, info):
-    features, labels = batch
-    return model.loss(features, labels)
-
-
 # ------------------------------------------------------------------------------------------ zero-shot
 
 def run_zeroshot(clip, s: DemoSettings, progress: Progress) -> dict:
@@ -180,8 +175,8 @@ def run_coop(clip, s: DemoSettings, progress: Progress) -> dict:
     before = _top1(test_feats, zeroshot_classifier(clip, task.classnames, HAND), task["test"].labels)
     torch.manual_seed(s.seed)
     coop = CoOp(clip, task.classnames, CoOpConfig(n_ctx=4))
-    progress.train("context", coop, _feature_loss, FeatureDataset(train_feats, task["train"].labels),  # CoOp's SGD,
-                   _quiet(max_epoch=s.coop_epochs, batch_size=32, seed=s.seed))  # lr 0.002, warm-up + cosine
+    progress.train("context", coop, lambda m, b, i: m.loss(*b), FeatureDataset(train_feats, task["train"].labels),
+                   _quiet(max_epoch=s.coop_epochs, batch_size=32, seed=s.seed))  # CoOp: SGD lr 0.002, warm-up + cosine
     with torch.no_grad():
         after = _top1(test_feats, coop.text_features(), task["test"].labels)
     return _row("CoOp", f"backgrounds ({len(task.classnames)}, {s.shots}-shot)", "top-1 %", before, after, started,
@@ -212,15 +207,9 @@ def run_taidpt(clip, s: DemoSettings, progress: Progress) -> dict:
     before = mean_average_precision(F.normalize(image_features(clip, images), dim=-1) @ hand.t(), test_labels)[0]
     torch.manual_seed(s.seed)
     model = TaIDPT(clip, task.classnames, TaIDPTConfig(n_ctx=8))
-
-    def loss(model, idx, info):
-        feats_g, feats_l, mask = corpus.batch(idx)
-        logits_g, logits_l = model.logits(feats_g, feats_l, model.config.temperature_text, mask)
-        return model.loss(logits_g, logits_l, labels[idx])
-
     # the official recipe (SGD, warm-up epoch, cosine) at lr 0.002, not 1e-4: hundreds of steps, not thousands;
     # the engine batches caption indices, the loss gathers their cached features
-    progress.train("prompts", model, loss, range(len(captions)),
+    progress.train("prompts", model, lambda m, idx, i: m.caption_loss(corpus, idx, labels[idx]), range(len(captions)),
                    _quiet(max_epoch=s.taidpt_epochs, batch_size=128, lr=0.002, seed=s.seed))
     model.eval()
     with torch.no_grad():  # global and per-location image features, scored by both prompts and merged
@@ -249,13 +238,8 @@ def run_ilmvp(clip, s: DemoSettings, progress: Progress) -> dict:
     for mode in ("rlm", "flm", "ilm"):
         prompt = PaddingPrompt(pixels["train"].shape[-1], clip.visual.input_resolution, CLIP_MEAN, CLIP_STD)
         model = ILMVP(source, prompt, len(target.classnames), ILMVPConfig(mapping=mode, seed=s.seed), target.classnames)
-
-        def loss(model, batch, info):
-            images, y = batch
-            return F.cross_entropy(model(images), y)
-
         # the official CNN recipe (Adam, x0.1 at 50% and 72% of the epochs) at lr 0.05, not 0.01: tens of epochs, not 200
-        progress.train(f"{mode.upper()} prompt", model, loss,
+        progress.train(f"{mode.upper()} prompt", model, lambda m, b, i: m.loss(m(b[0]), b[1]),
                        torch.utils.data.TensorDataset(pixels["train"], labels["train"]),
                        _quiet(max_epoch=s.ilmvp_epochs, batch_size=32, optimizer="adam", lr=0.05, scheduler="multistep",
                               warmup_epochs=0, weight_decay=0.0, seed=s.seed),
@@ -277,7 +261,7 @@ def run_ship(clip, s: DemoSettings, progress: Progress) -> dict:
     have colours no base image shows. Both arms are CoOp from "a photo of a"; SHIP's also sees one
     generated new-class feature per real base feature."""
     from tinyprompt.methods.coop import CoOp, CoOpConfig
-    from tinyprompt.methods.ship import SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, mix_synthetic
+    from tinyprompt.methods.ship import SHIPConfig, SHIPGenerator, base_new_accuracy, coop_loss, finetune_loss
 
     started = time.perf_counter()
     task = tasks.base_new(per_class=(s.shots, 0, s.test_per_class), seed=s.seed)
@@ -299,14 +283,14 @@ def run_ship(clip, s: DemoSettings, progress: Progress) -> dict:
     # CoOp alone: trained over the base classes, then its context is used for every class
     torch.manual_seed(s.seed)
     coop = CoOp(clip, task.classnames[:n_base], CoOpConfig(ctx_init="a photo of a"))
-    progress.train("CoOp on base", coop, lambda m, b, i: coop_loss(m, b[0], b[1]),
+    progress.train("CoOp on base", coop, lambda m, b, i: coop_loss(m, *b),
                    FeatureDataset(train_feats, train_labels), _quiet(**fine_tune))
     coop = CoOp.from_prompt_state_dict(clip, task.classnames, coop.prompt_state_dict())
     plain = base_new(coop)
     # SHIP: the generator learns to reconstruct base features through the text encoder (a CVAE) ...
     torch.manual_seed(s.seed)
     generator = SHIPGenerator(clip, task.classnames, SHIPConfig())
-    progress.train("generator", generator, lambda m, b, i: m(b[0], b[1])["loss"],
+    progress.train("generator", generator, lambda m, b, i: m(*b)["loss"],
                    FeatureDataset(train_feats, train_labels),
                    _quiet(max_epoch=s.ship_vae_epochs, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.01,
                           scheduler="constant", warmup_epochs=0, seed=s.seed))  # fmt: skip
@@ -315,7 +299,7 @@ def run_ship(clip, s: DemoSettings, progress: Progress) -> dict:
     torch.manual_seed(s.seed)
     coop = CoOp(clip, task.classnames, CoOpConfig(ctx_init="a photo of a"))
     progress.train("CoOp + synthesised", coop,
-                   lambda m, b, i: coop_loss(m, *mix_synthetic(generator, b[0], b[1], n_base)),
+                   lambda m, b, i: finetune_loss(m, generator, *b, n_base),
                    FeatureDataset(train_feats, train_labels), _quiet(**fine_tune))
     ship = base_new(coop)
     return _row("SHIP", f"base-to-new ({n_base} + {len(task.classnames) - n_base} colour-shape)", "new-class top-1 %",
@@ -340,13 +324,10 @@ def run_pomp(clip, s: DemoSettings, progress: Progress) -> dict:
     before = _top1(held_feats, zeroshot_classifier(clip, held.classnames, HAND), held["test"].labels)
     torch.manual_seed(s.seed)
     pomp = POMP(clip, large.classnames, POMPConfig(ctx_init="a photo of a", k=s.pomp_k, sampler_seed=s.seed))
-
-    def loss(model, batch, info):
-        features, labels = batch
-        return model.loss(features, labels, model.negatives(info.global_step, info.rank))
-
-    # POMP's recipe (SGD, warm-up epoch, cosine) at lr 0.05 instead of 0.002: hundreds of steps, not ~10^5
-    progress.train("prompt", pomp, loss, FeatureDataset(train_feats, large["train"].labels),
+    # POMP's recipe (SGD, warm-up epoch, cosine) at lr 0.05 instead of 0.002: hundreds of steps, not ~10^5;
+    # one cached view per image, and step t's negatives
+    progress.train("prompt", pomp, lambda m, b, i: m.step_loss(*b, i.global_step, i.rank),
+                   FeatureDataset(train_feats, large["train"].labels),
                    _quiet(max_epoch=s.pomp_epochs, batch_size=32, lr=0.05, seed=s.seed))  # fmt: skip
     transferred = POMP.from_prompt_state_dict(clip, held.classnames, pomp.prompt_state_dict())
     with torch.no_grad():

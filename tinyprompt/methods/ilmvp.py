@@ -249,6 +249,11 @@ class ILMVP(nn.Module):
     def forward(self, images):  # (B, 3, n, n) -> (B, T)
         return self.source_logits(images)[:, self.mapping]  # the official label mapping: an exact gather
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training step's loss, the official one: cross-entropy of the mapped logits (B, T) = self(images)
+        against target labels (B,). Only the prompt gets a gradient (frozen source, the mapping a gather)."""
+        return F.cross_entropy(logits, labels)
+
     @torch.no_grad()
     def frequency_mapping(self, batches):
         """(freq (S, T), mapping (T,)) from top-1 source predictions with the current prompt.

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-__all__ = ["frequency_matrix", "greedy_label_mapping", "random_label_mapping"]
+__all__ = ["frequency_matrix", "greedy_label_mapping", "official_greedy_mapping", "random_label_mapping"]
 
 _BLOCK = 8192  # candidates per block of the greedy's rounds (fact 4); any size gives the same result
 
@@ -131,6 +131,21 @@ def _first_cells_per_column(freq: torch.Tensor, k: int):
     key = freq.long() * num_source + reverse_row  # (S, T)
     kth = torch.topk(key, k, dim=0, sorted=False).values.min(dim=0).values  # (T,) k-th largest key per column
     return ((key >= kth) & (freq > 0)).nonzero(as_tuple=True)
+
+
+def official_greedy_mapping(freq: torch.Tensor) -> torch.Tensor:
+    """The official greedy, plainly (the reference twin of `greedy_label_mapping`): T times take the first
+    maximal cell of a working copy of freq [S, T], map its target to its source, strike its row and column."""
+    work = freq.clone()  # the official code overwrites its input; the twin pays one copy instead
+    num_target = freq.shape[1]
+    mapping = torch.empty(num_target, dtype=torch.long)
+    flat = work.view(-1)
+    for _ in range(num_target):
+        s, t = divmod(int(flat.argmax()), num_target)
+        mapping[t] = s
+        work[s, :] = -1
+        work[:, t] = -1
+    return mapping
 
 
 def random_label_mapping(num_source: int, num_target: int, seed: int = 0) -> torch.Tensor:

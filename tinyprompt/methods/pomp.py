@@ -16,11 +16,12 @@ because encoding all N ~ 10-20K class prompts with gradients every step does not
   official code: log10(N-1) - log10(K-1-r_i), r_i = 1 when row i's label was drawn (MARGINS).
 
 The official step encodes B + K - 1 prompts of 77 tokens (one positive per row, views and duplicate
-labels included) and materialises the (B, K) logits (`official_logits`). tinyprompt computes the same
-loss and gradients with (i) each positive class encoded once (autograd sums the duplicate rows),
-(ii) EOT truncation, a shared SOS+context prefix and activation-checkpointed chunks of prompts
-(`tinyprompt.prompts.ClassPrompts`), and (iii) the fused `tinyprompt.kernels.sampled_softmax_loss`
-(unique positives as private columns, negatives shared, the collision column ignored).
+labels included) and materialises the (B, K) logits (`official_loss`, `official_logits`). tinyprompt's
+step (`POMP.step_loss`) computes the same loss and gradients with (i) each positive class encoded once
+(autograd sums the duplicate rows), (ii) EOT truncation, a shared SOS+context prefix and
+activation-checkpointed chunks of prompts (`tinyprompt.prompts.ClassPrompts`), and (iii) the fused
+`tinyprompt.kernels.sampled_softmax_loss` (unique positives as private columns, negatives shared, the
+collision column ignored).
 Quirks fixed on purpose: a row whose only negative is its own label has loss 0 (official: NaN from
 -log10(0)); negatives are seeded per step and per rank (official: only rank 0 is seeded at start).
 """
@@ -39,7 +40,7 @@ from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.prompts import POSITIONS
 
 __all__ = ["POMP", "POMPConfig", "NegativeSampler", "SampledColumns", "sampled_columns", "margins", "pomp_loss",
-           "official_logits", "coop_prompt_state", "MARGINS", "SAMPLERS"]
+           "view_rows", "official_loss", "official_logits", "coop_prompt_state", "MARGINS", "SAMPLERS"]
 
 MARGINS = ("paper", "official", "ln_adjusted", "none")  # named margins; a number is a constant margin
 SAMPLERS = ("per_step", "official")
@@ -109,6 +110,15 @@ def sampled_columns(labels: torch.Tensor, neg_ids: torch.Tensor, dedup: bool = T
     return SampledColumns(torch.cat([positives, neg_ids]), positives.shape[0], target, ignore, collisions)
 
 
+def view_rows(features: torch.Tensor, labels: torch.Tensor):
+    """M views of B images as loss rows: features (B, M, E), labels (B,) -> (M·B, E), (M·B,), where row v·B + b is
+    view v of image b (view-major, as the official parse_batch_train). One view, features (B, E), passes as is."""
+    if features.dim() == 2:
+        return features, labels
+    views = features.shape[1]
+    return features.transpose(0, 1).reshape(-1, features.shape[-1]), labels.repeat(views)
+
+
 def margins(kind, n_classes: int, k: int, collisions: torch.Tensor) -> torch.Tensor:
     """(B,) fp32 margin m_i added to row i's negatives (after the scale), for kind in MARGINS or a number.
 
@@ -149,6 +159,7 @@ def pomp_loss(image_features: torch.Tensor, text_features: torch.Tensor, cols: S
                                     ignore=cols.ignore)  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- the official formulation
 def official_logits(image: torch.Tensor, text_pos: torch.Tensor, text_neg: torch.Tensor, labels: torch.Tensor,
                     neg_ids: torch.Tensor, scale, margin: torch.Tensor) -> torch.Tensor:
     """The official (B, K) logits [positive, negatives...] from normalised features (the reference twin).
@@ -160,6 +171,23 @@ def official_logits(image: torch.Tensor, text_pos: torch.Tensor, text_neg: torch
     neg = scale * image @ text_neg.t()  # (B, K-1)
     neg = neg - OFFICIAL_MASK * (labels[:, None] == neg_ids[None, :]).to(neg.dtype)
     return torch.cat([pos, neg + margin[:, None].to(neg.dtype)], dim=1)
+
+
+def official_loss(model: "POMP", features, labels, neg_ids):
+    """The official step's loss: B + K-1 prompts of 77 tokens, materialised logits, F.cross_entropy.
+
+    features (B, E) unnormalised, one row per image row (views included, `view_rows`), labels (B,), neg_ids (K-1,);
+    `model` built with full_length=True runs every prompt at all 77 positions, as the official code.
+    """
+    prompts = model.prompt.prompts
+    label_upd = torch.cat([labels, neg_ids])  # (B + K-1,): positives first, one per image row
+    text = model.clip.encode_text_embeddings(prompts.assemble(model.ctx, label_upd), prompts.eot_index[label_upd])
+    text = F.normalize(text.float(), dim=-1)
+    b = labels.shape[0]
+    margin = margins("official", model.n_classes, neg_ids.numel() + 1, sampled_columns(labels, neg_ids).collisions)
+    logits = official_logits(F.normalize(features, dim=-1), text[:b], text[b:], labels, neg_ids,
+                             model.clip.logit_scale.exp(), margin.to(features.device))  # fmt: skip
+    return F.cross_entropy(logits, torch.zeros_like(labels))
 
 
 # ----------------------------------------------------------------------------- the method
@@ -254,6 +282,12 @@ class POMP(SavedPrompt, nn.Module):
         text = self.prompt.prompts.encode(self.clip, self.ctx, cols.classes)  # (P + K-1, E): duplicates encoded once
         margin = margins(self.config.margin, self.n_classes, neg_ids.numel() + 1, cols.collisions)
         return pomp_loss(image_features, text, cols, self.clip.logit_scale.exp(), margin)
+
+    def step_loss(self, features: torch.Tensor, labels: torch.Tensor, step: int = 0, rank: int = 0) -> torch.Tensor:
+        """The training step's loss, mean_i [logsumexp_j z_ij - z_i0] (module docstring): features (B, M, E) of
+        M views of B images (or (B, E), one view) with labels (B,), against the K-1 negatives of global step `step`
+        on `rank` (`negatives`), shared by every row. With margin "official", `official_loss` up to rounding."""
+        return self.loss(*view_rows(features, labels), self.negatives(step, rank))
 
     # ---- saving: the learned context plus what rebuilds the prompt ----
     def prompt_state_dict(self) -> dict:

@@ -14,10 +14,11 @@ Stage 1, the generator, on L2-normalised image features x (dim D) of labelled ba
     x_hat = normalise(TextEncoder(prompt))                                  frozen CLIP text tower
     loss = mean_i |x_hat_i - x_i|^2 + mean_i KL(N(mu_i, sigma_i^2) || N(0, I))   (= mean(2 - 2 cos) + KL)
 
-E, G and the 4 global context vectors are trained. Stage 2: a name-only class c gets synthetic
-features normalise(TextEncoder(prompt(G(z), c))) with z ~ N(0, I); CoOp (context from "a photo of a")
-is trained over base + new classes on batches that pair every real base feature with one synthetic
-feature of a uniformly drawn new class, logits 100 · cos, cross-entropy (`mix_synthetic`, `coop_loss`).
+E, G and the 4 global context vectors are trained (`SHIPGenerator.forward` returns the loss and its parts).
+Stage 2: a name-only class c gets synthetic features normalise(TextEncoder(prompt(G(z), c))) with
+z ~ N(0, I); CoOp (context from "a photo of a") is trained over base + new classes on batches that pair
+every real base feature with one synthetic feature of a uniformly drawn new class, logits 100 · cos,
+cross-entropy (`finetune_loss` = `coop_loss` of `mix_synthetic`).
 
 Protocol (CoCoOp's base-to-new, arXiv 2203.05557): the first ceil(n/2) sorted labels are base, the rest
 new (`split_base_new`); base accuracy over the base columns only, new accuracy over the new columns only,
@@ -40,7 +41,7 @@ from tinyprompt.metrics import accuracy, harmonic_mean
 from tinyprompt.prompts import ClassPrompts, random_context
 
 __all__ = ["SHIP", "SHIPConfig", "SHIPGenerator", "VARIANTS", "LOGIT_SCALE", "split_base_new", "relabel", "ship_logits",
-           "mix_synthetic", "coop_loss", "base_new_accuracy"]
+           "mix_synthetic", "coop_loss", "finetune_loss", "base_new_accuracy"]
 
 LOGIT_SCALE = 100.0  # the fine-tune's fixed logit scale (not CLIP's learned logit_scale)
 # the two official scripts (README quirk 13): encoder hidden width as a multiple of the image-feature dim D
@@ -253,6 +254,14 @@ def mix_synthetic(generator: SHIPGenerator, features: torch.Tensor, labels: torc
 def coop_loss(coop, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of 100 · cos(features, CoOp's text features of all its classes) against labels."""
     return F.cross_entropy(ship_logits(features, coop.text_features()), labels)
+
+
+def finetune_loss(coop, generator: SHIPGenerator, features: torch.Tensor, labels: torch.Tensor, n_base: int,
+                  syn_labels: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Stage 2's training step: CoOp over base + new classes on real base features (B, D) with labels (B,), each
+    paired with one synthetic new-class feature (`mix_synthetic`; syn_labels, z as there), loss `coop_loss`
+    on the (2B, D) batch. Only CoOp's context gets a gradient: the generator is frozen here."""
+    return coop_loss(coop, *mix_synthetic(generator, features, labels, n_base, syn_labels, z))
 
 
 @torch.no_grad()

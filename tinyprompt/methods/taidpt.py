@@ -21,9 +21,10 @@ lacks), and score = 0.5 · g + 0.5 · loc.
 
 Speed (exact): caption features depend on nothing learned, so the corpus is encoded once
 (`encode_captions`, EOT-truncated, packed without padding) and every step only encodes the 2·C class
-prompts; the official code re-encodes every caption at all 77 positions every step. Quirk not kept:
-the official mask is `token id == 0`, which also hides the "!" token (id 0) inside captions; here
-exactly the positions after EOT are masked.
+prompts (the training step, `TaIDPT.caption_loss`); the official code re-encodes every caption at all
+77 positions every step (`official_loss`, its reference twin). Quirk not kept: the official mask is
+`token id == 0`, which also hides the "!" token (id 0) inside captions; here exactly the positions
+after EOT are masked.
 """
 from dataclasses import asdict, dataclass
 
@@ -44,6 +45,9 @@ __all__ = [
     "global_logits",
     "local_logits",
     "fuse_scores",
+    "official_logits",
+    "official_ranking_loss",
+    "official_loss",
 ]
 
 # config fields that only change how prompts are encoded, never the numbers: free to change when loading
@@ -221,6 +225,14 @@ class TaIDPT(SavedPrompt, nn.Module):
         margin = self.config.margin
         return ranking_loss(logits_global, labels, margin=margin) + ranking_loss(logits_local, labels, margin=margin)
 
+    def caption_loss(self, captions: CaptionFeatures, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training step, texts as images: the cached features of captions idx (B,) stand in for an image's
+        (EOT feature f_b, token features x_{b,l} at temperature_text, padding masked), labels (B, C) multi-hot;
+        loss = ranking(g, y) + ranking(loc, y) (module docstring): `official_loss` up to rounding and the mask quirk."""
+        glob, local, mask = captions.batch(idx)  # (B, E), (B, L, E), (B, L); a feature cache may store fp16
+        logits_g, logits_l = self.logits(glob.float(), local.float(), self.config.temperature_text, mask)
+        return self.loss(logits_g, logits_l, labels)
+
     # ---- saving: only the two contexts plus what is needed to rebuild the prompts ----
     def prompt_state_dict(self) -> dict:
         return {"method": "taidpt", "config": asdict(self.config), "classnames": list(self.classnames),
@@ -238,3 +250,36 @@ class TaIDPT(SavedPrompt, nn.Module):
                                  f"(n_ctx or the text width differs): build the model with TaIDPT.from_prompt_state_dict")
             with torch.no_grad():
                 own.copy_(saved)
+
+
+# ---- the official formulation (guozix/TaI-DPT), the reference twin of `TaIDPT.caption_loss`
+def official_logits(clip, prompts, ctx_global, ctx_local, tokens, temperature=50.0, scale=4.0):
+    """The official text-side forward: captions and class prompts at all 77 positions, 77-position aggregation.
+
+    tokens (B, 77) captions, re-encoded at every step; prompts a `ClassPrompts(..., full_length=True,
+    share_prefix=False)`; the padding mask is the official additive -10000 on `token id == 0`.
+    """
+    with torch.no_grad():  # frozen encoder, no learnable input: no graph, but recomputed every step
+        x = clip.token_embedding(tokens) + clip.positional_embedding
+        feats = clip.ln_final(clip.transformer(x)) @ clip.text_projection  # (B, 77, E)
+        glob = feats[torch.arange(len(tokens)), tokens.argmax(dim=-1)]  # (B, E)
+    emb_g = F.normalize(prompts.encode(clip, ctx_global), dim=-1)  # (C, E), 77 positions (full_length)
+    emb_l = F.normalize(prompts.encode(clip, ctx_local), dim=-1)
+    logits_g = scale * F.normalize(glob, dim=-1) @ emb_g.t()
+    cos = F.normalize(feats, dim=-1) @ emb_l.t() + (tokens == 0)[..., None] * -10000.0  # (B, 77, C)
+    weights = (temperature * cos).softmax(dim=1)
+    return logits_g, scale * (cos * weights).sum(dim=1)
+
+
+def official_ranking_loss(scores, labels, margin: float = 1.0):
+    """The official trainers/utils.py ranking_loss at scale 1: the (B, C, C) pairwise hinge, batch mean."""
+    y = labels.float()
+    pairs = margin - scores[:, :, None] + scores[:, None, :]  # (B, i, j): margin - s_i + s_j
+    hinge = torch.maximum(torch.zeros_like(pairs), pairs) * y[:, :, None] * (1 - y[:, None, :])
+    return hinge.sum(dim=(1, 2)).mean()
+
+
+def official_loss(clip, prompts, ctx_global, ctx_local, tokens, labels, temperature=50.0, scale=4.0):
+    """The official caption step's loss: `official_logits`, then `official_ranking_loss` of each branch."""
+    logits_g, logits_l = official_logits(clip, prompts, ctx_global, ctx_local, tokens, temperature, scale)
+    return official_ranking_loss(logits_g, labels) + official_ranking_loss(logits_l, labels)

@@ -1,7 +1,8 @@
-"""Suite `methods`: one CoOp training step, the official formulation vs tinyprompt's (`python -m bench methods`).
+"""Suite `coop`: one CoOp training step, the official formulation vs tinyprompt's (`python -m bench coop`).
 
 CoOp (Zhou et al., "Learning to Prompt for Vision-Language Models", arXiv 2109.01134) trains 16 context
-vectors through a frozen CLIP. A step is forward + backward + SGD update of ctx for a batch of 32 images:
+vectors through a frozen CLIP. A step is forward + backward + SGD update of ctx for a batch of 32 images,
+its loss `CoOp.loss` (cross-entropy of the scaled cosine logits, as the official code) in every variant:
 - `official`: as KaiyangZhou/CoOp does it: every class prompt runs all 77 positions of the text
   transformer, and the batch's images go through the frozen image encoder at every step;
 - `tinyprompt`: the same function, computed with tinyprompt's exact shortcuts: EOT truncation, the
@@ -23,18 +24,14 @@ skipped and its row is marked as not measured; raise the limit on a machine with
 `--quick`: RN50 at n_cls = 100 only, 2 timed steps per provider.
 """
 import torch
-import torch.nn.functional as F
 
 from bench import harness
-from bench.clip_text import class_names
+from bench.clip_text import RN50, VIT_B16, class_names
 from tinyprompt.clip import CLIP
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 
-BACKBONES = {  # OpenAI's CLIP(...) positional arguments (shared/golden/clip/architectures.json)
-    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12),
-    "ViT-B/16": (512, 224, 12, 768, 16, 77, 49408, 512, 8, 12),
-}
+BACKBONES = {"RN50": RN50, "ViT-B/16": VIT_B16}
 # variant -> (CoOpConfig overrides, image features cached?)
 VARIANTS = {
     "official": (dict(full_length=True, share_prefix=False), False),
@@ -69,7 +66,7 @@ def step_fn(clip, n_cls: int, variant: str, batch: int = 32, text_chunk: int = 1
         else:
             with torch.no_grad():  # frozen encoder: the official code builds no graph for it either
                 inputs = clip.encode_image(images)
-        loss = F.cross_entropy(model.forward_features(inputs), labels)
+        loss = model.loss(inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -100,7 +97,7 @@ def run(args):
     classes = [EPOCH_CLASSES] if quick else [int(c) for c in args.classes.split(",")]
     official_max = args.official_max_classes
     reps = args.reps or (2 if quick else 5)
-    report = harness.Report("methods", args.device, args.out)
+    report = harness.Report("coop", args.device, args.out)
     for backbone in backbones:
         clip = build_clip(backbone).to(args.device)
         for n_cls in classes:
@@ -121,7 +118,7 @@ def run(args):
                 if not args.no_memory:
                     kwargs = dict(backbone=backbone, n_cls=n_cls, variant=variant, batch=args.batch,
                                   text_chunk=args.text_chunk)  # fmt: skip
-                    row["peak_rss_gb"] = harness.peak_memory("bench.methods:factory", kwargs, args.device) / 2**30
+                    row["peak_rss_gb"] = harness.peak_memory("bench.coop:factory", kwargs, args.device) / 2**30
                 rows[variant] = report.add(**row)
             if "official" not in rows:
                 report.add(backbone=backbone, n_cls=n_cls, variant="official", note=f"not run: n_cls > {official_max}")
