@@ -8,16 +8,49 @@ a run's data fingerprint. Argument types every command shares are in `tinyprompt
 import os
 from pathlib import Path
 
-from tinyprompt.commands.args import int_at_least
+from tinyprompt.commands.args import int_at_least, non_negative_float, positive_float
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
-from tinyprompt.engine import check_out_dir
+from tinyprompt.engine import PRECISIONS, TrainConfig, check_out_dir
 
-__all__ = ["FLAGS", "add_run_args", "prepare_out", "load_splits", "item_list"]
+__all__ = ["FLAGS", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_splits",
+           "item_list"]
 
 # the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
 FLAGS = {"out_dir": "--out", "resume": "--resume", "overwrite": "--overwrite", "lr": "--lr",
          "precision": "--precision fp32"}
+
+
+def add_sgd_args(group, *, epochs, epochs_help: str, batch_size: int, batch_help: str, lr, lr_help: str,
+                 learned: str = "the context") -> None:
+    """The optimisation flags of the CoOp-style recipes (CoOp, POMP, TaI-DPT): SGD with momentum and L2 weight
+    decay, cosine after a constant warm-up, as Dassl builds it; the recipe gives its official defaults."""
+    group.add_argument("--epochs", type=int_at_least(1), default=epochs, help=epochs_help)
+    group.add_argument("--batch-size", type=int_at_least(1), default=batch_size, help=batch_help)
+    group.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
+    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help=f"L2 weight decay on {learned}")
+    group.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
+    group.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
+    add_precision_arg(group)
+
+
+def add_precision_arg(group, note: str = "") -> None:
+    group.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="auto = fp32 on CPU, bf16 autocast on CUDA" + note)
+
+
+# TrainConfig field -> the shared flag that sets it (add_sgd_args, add_precision_arg, add_run_args, --seed)
+_CONFIG_FLAGS = {"max_epoch": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
+                 "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "warmup_lr": "warmup_lr",
+                 "precision": "precision", "seed": "seed", "num_workers": "workers"}
+
+
+def train_config(args, **fields) -> TrainConfig:
+    """The TrainConfig of a recipe's run: each shared flag the recipe has (and that is set), then `fields`, the
+    recipe's own settings and defaults resolved from its flags, on top."""
+    flags = {field: getattr(args, flag) for field, flag in _CONFIG_FLAGS.items() if getattr(args, flag, None) is not None}
+    return TrainConfig(**{**flags, **fields})
 
 
 def add_run_args(group, resume_help: str = "continue from --out/checkpoint.pt when it exists") -> None:

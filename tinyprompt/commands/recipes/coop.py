@@ -21,11 +21,19 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
+from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
+from tinyprompt.commands.recipes import (
+    FLAGS,
+    add_run_args,
+    add_sgd_args,
+    item_list,
+    load_splits,
+    prepare_out,
+    train_config,
+)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
-from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt
@@ -70,16 +78,9 @@ def add_args(parser) -> None:
     prompt.add_argument("--checkpoint-text", action="store_true",
                         help="activation checkpointing of the text encoder (less memory, ~1/3 more text compute)")
     optim = parser.add_argument_group("optimisation (official CoOp defaults)")
-    optim.add_argument("--epochs", type=int_at_least(1), default=None,
-                       help="max epochs; default by shots as CoOp: 16/8 -> 200, 4/2 -> 100, 1 -> 50; ImageNet (1000 classes) 50")
-    optim.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step")
-    optim.add_argument("--lr", type=positive_float, default=0.002, help="SGD learning rate after the warm-up (cosine)")
-    optim.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay on the context")
-    optim.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
-    optim.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
-    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    add_sgd_args(optim, epochs=None, epochs_help="max epochs; default by shots as CoOp: 16/8 -> 200, 4/2 -> 100, "
+                 "1 -> 50; ImageNet (1000 classes) 50", batch_size=32, batch_help="images per step",
+                 lr=0.002, lr_help="SGD learning rate after the warm-up (cosine)")  # fmt: skip
     run_ = parser.add_argument_group("run")
     run_.add_argument("--views", type=int_at_least(1), default=10,
                       help="augmented views of each training image encoded once and cached (one per image per epoch)")
@@ -137,15 +138,13 @@ def run(args) -> int:
             return {"val_acc": accuracy(logits, val_labels)[0]}
 
     epochs = args.epochs or default_epochs(args.shots, len(classnames))
-    train_config = TrainConfig(max_epoch=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-                               precision=args.precision, seed=args.seed, num_workers=args.workers,
-                               eval_every=args.eval_every, select_metric="val_acc" if val_items else None)  # fmt: skip
+    run_config = train_config(args, max_epoch=epochs, eval_every=args.eval_every,
+                              select_metric="val_acc" if val_items else None)  # fmt: skip
     if is_main_process():
         print(f"[tinyprompt] CoOp on {len(classnames)} classes: {len(train_items)} train / {len(val_items)} val / "
               f"{len(splits['test'])} test images; {epochs} epochs; "
               + ("re-encoding images every step" if args.reencode else f"{args.views} cached views per image"))
-    result = train(model, _loss_fn(args.reencode), train_data, train_config, out_dir=args.out, resume=args.resume,
+    result = train(model, _loss_fn(args.reencode), train_data, run_config, out_dir=args.out, resume=args.resume,
                    eval_fn=eval_fn, device=device, overwrite=args.overwrite, data_fingerprint=fingerprint,
                    flags=FLAGS)  # fmt: skip
     if is_main_process():

@@ -22,12 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
+from tinyprompt.commands.recipes import (
+    FLAGS,
+    add_precision_arg,
+    add_run_args,
+    item_list,
+    load_splits,
+    prepare_out,
+    train_config,
+)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
-from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods.ilmvp import (
@@ -91,8 +98,7 @@ def add_args(parser) -> None:
     optim.add_argument("--epochs", type=int_at_least(1), default=200, help="epochs")
     optim.add_argument("--batch-size", type=int_at_least(1), default=128, help="images per step")
     optim.add_argument("--lr", type=positive_float, default=None, help="learning rate; None = official: CNN 0.01 (Adam), CLIP 40 (SGD)")
-    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="auto = fp32 on CPU, bf16 autocast on CUDA (the official scripts use fp16 autocast)")
+    add_precision_arg(optim, note=" (the official scripts use fp16 autocast)")
     run_ = parser.add_argument_group("run")
     run_.add_argument("--eval-every", type=int_at_least(1), default=None,
                       help="epochs between val (else test) evaluations; None = only after the last epoch")
@@ -125,7 +131,7 @@ def build_model(args, classnames, device):
 def loss_fn(model, batch, info):
     images, labels = batch
     logits = model(images)  # (B, T) through the current mapping
-    return F.cross_entropy(logits, labels), {"train_acc": accuracy(logits.detach(), labels)[0]}
+    return model.loss(logits, labels), {"train_acc": accuracy(logits.detach(), labels)[0]}
 
 
 @torch.no_grad()
@@ -159,10 +165,9 @@ def run(args) -> int:
     mapping_loader = loader(train_items, args.mapping_batch_size or args.batch_size)
     eval_items, eval_name = (splits["val"], "val_acc") if splits["val"] else (splits["test"], "test_acc")
     eval_loader = loader(eval_items, args.batch_size) if eval_items else None
-    config = TrainConfig(max_epoch=args.epochs, batch_size=args.batch_size, optimizer=defaults["optimizer"],
-                         lr=args.lr or defaults["lr"], momentum=defaults["momentum"], weight_decay=0.0,
-                         scheduler=defaults["scheduler"], warmup_epochs=0, precision=args.precision, seed=args.seed,
-                         num_workers=args.workers, eval_every=args.eval_every or args.epochs)  # fmt: skip
+    config = train_config(args, optimizer=defaults["optimizer"], lr=args.lr or defaults["lr"],
+                          momentum=defaults["momentum"], weight_decay=0.0, scheduler=defaults["scheduler"],
+                          warmup_epochs=0, eval_every=args.eval_every or args.epochs)  # fmt: skip
     if is_main_process():
         print(f"[tinyprompt] ILM-VP ({args.mapping}) with {kind} source {args.source} ({model.num_source} source labels) "
               f"on {len(classnames)} classes: {len(train_items)} train / {len(splits['test'])} test images; "

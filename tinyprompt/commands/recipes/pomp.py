@@ -27,14 +27,19 @@ from tinyprompt.commands.args import (
     REQUIRED,
     finite_float,
     int_at_least,
-    non_negative_float,
-    positive_float,
     resolve_device,
 )
-from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, prepare_out
+from tinyprompt.commands.recipes import (
+    FLAGS,
+    add_run_args,
+    add_sgd_args,
+    item_list,
+    prepare_out,
+    train_config,
+)
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items
-from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import POSITIONS
@@ -80,15 +85,9 @@ def add_args(parser) -> None:
     prompt.add_argument("--no-checkpoint-text", action="store_true",
                         help="keep every chunk's activations instead of recomputing them in backward (faster, more memory)")
     optim = parser.add_argument_group("optimisation (official POMP defaults)")
-    optim.add_argument("--epochs", type=int_at_least(1), default=None, help="max epochs; default 5 for n_ctx 4, else 20")
-    optim.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step and process")
-    optim.add_argument("--lr", type=positive_float, default=0.002, help="SGD learning rate after the warm-up (cosine)")
-    optim.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay on the context")
-    optim.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
-    optim.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
-    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    add_sgd_args(optim, epochs=None, epochs_help="max epochs; default 5 for n_ctx 4, else 20", batch_size=32,
+                 batch_help="images per step and process", lr=0.002,
+                 lr_help="SGD learning rate after the warm-up (cosine)")  # fmt: skip
     run_ = parser.add_argument_group("run")
     run_.add_argument("--views", type=int_at_least(1), default=8, help="augmented views of each image encoded once and cached")
     run_.add_argument("--views-per-step", type=int_at_least(1), default=4,
@@ -98,12 +97,9 @@ def add_args(parser) -> None:
 
 
 def loss_fn(model, batch, info):
-    """One POMP step: M views of B images, view-major as the official parse_batch_train; this step's negatives."""
+    """One POMP step: M cached views of B images against this step's negatives (`POMP.step_loss`)."""
     features, labels = batch  # (B, M, E), (B,)
-    views = features.shape[1]
-    features = features.transpose(0, 1).reshape(-1, features.shape[-1])  # (M·B, E): row v·B + b is view v of image b
-    negatives = model.negatives(info.global_step, info.rank)  # (K-1,), shared by the batch
-    return model.loss(features, labels.repeat(views), negatives)
+    return model.step_loss(features, labels, info.global_step, info.rank)
 
 
 def run(args) -> int:
@@ -129,13 +125,11 @@ def run(args) -> int:
                             num_workers=args.workers)  # fmt: skip
     train_data = ViewsDataset(views, [item.label for item in items], args.views_per_step, seed=args.seed)
     epochs = args.epochs or EPOCHS_BY_N_CTX.get(model.prompt.n_ctx, 20)
-    train_config = TrainConfig(max_epoch=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-                               precision=args.precision, seed=args.seed, num_workers=args.workers)  # fmt: skip
+    run_config = train_config(args, max_epoch=epochs)
     if is_main_process():
         print(f"[tinyprompt] POMP on {len(classnames)} classes, {len(items)} images x {args.views} cached views; "
               f"{epochs} epochs; {args.batch_size} images x {args.views_per_step} views per step; K = {args.k}; "
               f"margin {args.margin}")
-    train(model, loss_fn, train_data, train_config, out_dir=args.out, resume=args.resume, device=device,
+    train(model, loss_fn, train_data, run_config, out_dir=args.out, resume=args.resume, device=device,
           overwrite=args.overwrite, data_fingerprint=fingerprint, flags=FLAGS)  # fmt: skip
     return 0

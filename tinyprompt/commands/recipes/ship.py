@@ -35,10 +35,18 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_run_args, item_list, load_splits, prepare_out
+from tinyprompt.commands.recipes import (
+    FLAGS,
+    add_precision_arg,
+    add_run_args,
+    item_list,
+    load_splits,
+    prepare_out,
+    train_config,
+)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
-from tinyprompt.engine import TrainConfig, distributed_info, train
+from tinyprompt.engine import distributed_info, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
@@ -47,8 +55,7 @@ from tinyprompt.methods.ship import (
     SHIPConfig,
     SHIPGenerator,
     base_new_accuracy,
-    coop_loss,
-    mix_synthetic,
+    finetune_loss,
     relabel,  # fmt: skip
     split_base_new,
 )
@@ -100,8 +107,7 @@ def add_args(parser) -> None:
     run_ = parser.add_argument_group("run")
     run_.add_argument("--views", type=int_at_least(1), default=10,
                       help="augmented views of each training image encoded once and cached (one per image per epoch)")
-    run_.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                      help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    add_precision_arg(run_)
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
     add_run_args(run_, resume_help="continue the stages from their checkpoints in --out")
 
@@ -177,9 +183,9 @@ def run(args) -> int:
 
     epochs = args.epochs or settings["epochs"]
     finetune = {**settings["finetune"], **({"lr": args.lr} if args.lr else {})}
-    config = TrainConfig(max_epoch=epochs, batch_size=args.batch_size, scheduler="cosine_iter", warmup_epochs=0,
-                         precision=args.precision, seed=args.seed, eval_every=args.eval_every or epochs,
-                         select_metric=f"val_{args.select}" if has_val else None, **finetune)  # fmt: skip
+    config = train_config(args, max_epoch=epochs, scheduler="cosine_iter", warmup_epochs=0,
+                          eval_every=args.eval_every or epochs, select_metric=f"val_{args.select}" if has_val else None,
+                          num_workers=0, **finetune)  # cached features in memory: --workers only decodes images
     train_data = FeatureDataset(views, [item.label for item in base["train"]], seed=args.seed)
     coop_config = CoOpConfig(n_ctx=4, ctx_init=CTX_INIT, text_chunk=args.text_chunk)
     runs, chosen = [], None
@@ -188,9 +194,8 @@ def run(args) -> int:
         generator.eval()
         model = CoOp(clip, names, coop_config)
 
-        def loss_fn(model, batch, info):
-            features, targets = mix_synthetic(generator, *batch, n_base)  # (2B, E): real, then synthetic
-            return coop_loss(model, features, targets)
+        def loss_fn(model, batch, info):  # real base features (B, E), then one synthetic feature each
+            return finetune_loss(model, generator, *batch, n_base)
 
         eval_fn = (lambda m: {f"val_{k}": v for k, v in evaluate(m, "val").items()}) if has_val else None
         out = args.out / f"finetune_epoch{epoch}"
@@ -230,9 +235,9 @@ def _train_generator(args, generator, views, base, val_features, val_labels, epo
     together with a reconstruction check: REC with z = mu on the base val features (else train view 0).
     """
     out = args.out / "generator"
-    config = TrainConfig(max_epoch=epochs, batch_size=args.vae_batch_size, optimizer="adamw", lr=args.vae_lr,
-                         weight_decay=0.01, scheduler="constant", warmup_epochs=0, precision=args.precision,
-                         seed=args.seed, eval_every=args.finetune_every)  # fmt: skip
+    config = train_config(args, max_epoch=epochs, batch_size=args.vae_batch_size, optimizer="adamw", lr=args.vae_lr,
+                          weight_decay=0.01, scheduler="constant", warmup_epochs=0, eval_every=args.finetune_every,
+                          num_workers=0)  # cached features in memory: --workers only decodes images
     check = (val_features[0], torch.as_tensor(val_labels), "val") if val_features is not None else \
         (views[0], torch.tensor([item.label for item in base["train"]]), "train")  # fmt: skip
     current = {}

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_run_args, prepare_out
+from tinyprompt.commands.recipes import FLAGS, add_run_args, add_sgd_args, prepare_out, train_config
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.features import cached_features, module_fingerprint
 from tinyprompt.data.multilabel import read_multilabel
 from tinyprompt.data.splits import Item
-from tinyprompt.engine import TrainConfig, is_main_process, train
+from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
@@ -74,15 +74,8 @@ def add_args(parser) -> None:
     prompt.add_argument("--text-chunk", type=int_at_least(0), default=0, help="class prompts per text-encoder pass (0 = all)")
     prompt.add_argument("--checkpoint-text", action="store_true", help="activation checkpointing of the prompt encoder")
     optim = parser.add_argument_group("optimisation (official TaI-DPT defaults)")
-    optim.add_argument("--epochs", type=int_at_least(1), default=20, help="max epochs")
-    optim.add_argument("--batch-size", type=int_at_least(1), default=512, help="sentences per step")
-    optim.add_argument("--lr", type=positive_float, default=None, help="SGD learning rate; default 1e-4, NUS-WIDE 1e-3")
-    optim.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="L2 weight decay on the contexts")
-    optim.add_argument("--warmup-epochs", type=int_at_least(0), default=1, help="epochs at the constant --warmup-lr")
-    optim.add_argument("--warmup-lr", type=positive_float, default=1e-5, help="learning rate of the warm-up epochs")
-    optim.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                       help="auto = fp32 on CPU, bf16 autocast on CUDA")
+    add_sgd_args(optim, epochs=20, epochs_help="max epochs", batch_size=512, batch_help="sentences per step", lr=None,
+                 lr_help="SGD learning rate; default 1e-4, NUS-WIDE 1e-3", learned="the contexts")  # fmt: skip
     run_ = parser.add_argument_group("run")
     run_.add_argument("--feature-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                       help="storage of the cached caption features (float16 halves memory; compute stays fp32)")
@@ -115,11 +108,9 @@ def configs(args, classes, select: bool = True):
     nus = classes.name == NUS
     config = TaIDPTConfig(n_ctx=args.n_ctx, temperature_image=args.temperature_image or (4.0 if nus else 40.0),
                           text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
-    train_config = TrainConfig(max_epoch=args.epochs, batch_size=args.batch_size, lr=args.lr or (1e-3 if nus else 1e-4),
-                               momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                               warmup_lr=args.warmup_lr, precision=args.precision, seed=args.seed,
-                               eval_every=args.eval_every, select_metric="val_map" if select else None)  # fmt: skip
-    return config, train_config
+    run_config = train_config(args, lr=args.lr or (1e-3 if nus else 1e-4), eval_every=args.eval_every,
+                              select_metric="val_map" if select else None, num_workers=0)  # batches of caption indices
+    return config, run_config
 
 
 def _sentences(args, classes):
@@ -205,13 +196,11 @@ def run(args) -> int:
     # captions longer than CLIP's 77 tokens (Localized Narratives) are cut, keeping the EOT
     train_feats = cached_caption_features(clip, tokenize_for(clip, texts, truncate=True), args.encode_batch_size, dtype).to(device)
     labels = targets.to(device)
-    config, train_config = configs(args, classes, select=bool(len(val_texts)))
+    config, run_config = configs(args, classes, select=bool(len(val_texts)))
     model = TaIDPT(clip, classes.classnames, config)
 
-    def loss_fn(model, idx, info):
-        glob, local, mask = train_feats.batch(idx)
-        logits_g, logits_l = model.logits(glob.float(), local.float(), model.config.temperature_text, mask)
-        return model.loss(logits_g, logits_l, labels[idx])
+    def loss_fn(model, idx, info):  # a batch is caption indices
+        return model.caption_loss(train_feats, idx, labels[idx])
 
     eval_fn = None
     if len(val_texts):
@@ -226,9 +215,9 @@ def run(args) -> int:
 
     if is_main_process():
         print(f"[tinyprompt] TaI-DPT on {len(classes)} classes ({classes.name}): {len(texts)} training sentences, "
-              f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {train_config.lr}")
+              f"{len(val_texts)} held-out captions; {args.epochs} epochs, lr {run_config.lr}")
     # the engine batches caption indices (a range is a map-style dataset); the loss gathers their features
-    result = train(model, loss_fn, range(len(texts)), train_config, out_dir=args.out, resume=args.resume,
+    result = train(model, loss_fn, range(len(texts)), run_config, out_dir=args.out, resume=args.resume,
                    eval_fn=eval_fn, device=device, overwrite=args.overwrite, data_fingerprint=fingerprint,
                    flags=FLAGS)  # fmt: skip
     if is_main_process():
