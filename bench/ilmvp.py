@@ -29,20 +29,20 @@ def add_args(parser):
     parser.add_argument("--classes", type=int, default=10, help="C, target classes of the CLIP variant (default: 10)")
 
 
-def simulated_frequencies(num_source, num_target, n, seed=0):
+def simulated_frequencies(n_source, n_target, n, seed=0):
     """A frequency matrix of n top-1 predictions: 60% from 20 preferred sources per class, 40% from 200 hubs."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_target, (n,), generator=g)
-    preferred = torch.randint(0, num_source, (num_target, 20), generator=g)
-    hubs = torch.randint(0, num_source, (200,), generator=g)
+    labels = torch.randint(0, n_target, (n,), generator=g)
+    preferred = torch.randint(0, n_source, (n_target, 20), generator=g)
+    hubs = torch.randint(0, n_source, (200,), generator=g)
     own = preferred[labels, torch.randint(0, 20, (n,), generator=g)]
     other = hubs[torch.randint(0, 200, (n,), generator=g)]
     predictions = torch.where(torch.rand(n, generator=g) < 0.6, own, other)
-    return frequency_matrix(predictions, labels, num_source, num_target)
+    return frequency_matrix(predictions, labels, n_source, n_target)
 
 
 def bench_greedy(report, args):
-    S, T = args.num_source, args.num_target
+    S, T = args.n_source, args.n_target
     cases = {"sim N=50,000": simulated_frequencies(S, T, 50_000)}
     if not args.quick:
         cases["sim N=1,281,167"] = simulated_frequencies(S, T, 1_281_167, seed=1)

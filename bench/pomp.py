@@ -39,24 +39,24 @@ def variant_names(text_chunks: list) -> list:
     return ["official"] + (["tinyprompt"] if len(text_chunks) == 1 else [f"tinyprompt c{c}" for c in text_chunks])
 
 
-def build(clip, variant: str, k: int, n_classes: int, text_chunk: int, seed: int = 0) -> POMP:
+def build(clip, variant: str, k: int, n_cls: int, text_chunk: int, seed: int = 0) -> POMP:
     torch.manual_seed(seed)  # the same ctx for both variants
     if variant == "official":  # all 77 positions, nothing shared or chunked, one row per image row
         config = POMPConfig(k=k, margin="official", dedup=False, full_length=True, share_prefix=False, text_chunk=0,
                             checkpoint=False)  # fmt: skip
     else:
         config = POMPConfig(k=k, margin="official", text_chunk=text_chunk)
-    return POMP(clip, class_names(n_classes, seed), config).train()
+    return POMP(clip, class_names(n_cls, seed), config).train()
 
 
-def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_classes: int = N_CLASSES,
+def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_cls: int = N_CLASSES,
             text_chunk: int = 256, seed: int = 0):
     """One training step (forward + backward + SGD on ctx) on fixed inputs, as a zero-argument callable."""
-    model = build(clip, variant, k, n_classes, text_chunk, seed)
+    model = build(clip, variant, k, n_cls, text_chunk, seed)
     device = model.ctx.device
     optimizer = build_optimizer([model.ctx], TrainConfig())  # SGD lr 0.002, momentum 0.9, wd 5e-4
     g = torch.Generator().manual_seed(seed + 1)
-    labels = torch.randint(n_classes, (images,), generator=g).to(device)  # (B,)
+    labels = torch.randint(n_cls, (images,), generator=g).to(device)  # (B,)
     features = torch.randn(images, views, clip.embed_dim, generator=g).to(device)  # (B, M, E) cached image features
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -76,9 +76,9 @@ def step_fn(clip, variant: str, k: int, images: int = 32, views: int = 4, n_clas
     return step
 
 
-def factory(variant: str, k: int, images: int, views: int, n_classes: int, text_chunk: int, device: str):
+def factory(variant: str, k: int, images: int, views: int, n_cls: int, text_chunk: int, device: str):
     """For `harness.peak_memory`: build the text tower in the fresh process, return its step."""
-    return step_fn(text_tower(device), variant, k, images, views, n_classes, text_chunk)
+    return step_fn(text_tower(device), variant, k, images, views, n_cls, text_chunk)
 
 
 def add_args(parser) -> None:
@@ -96,12 +96,12 @@ def run(args):
     cuda = args.device.startswith("cuda")
     k = args.k or (64 if args.quick else 1000 if cuda else 256)
     images = args.images or (8 if args.quick else 32)
-    n_classes = args.classes or (2000 if args.quick else N_CLASSES)
+    n_cls = args.classes or (2000 if args.quick else N_CLASSES)
     reps = args.reps or (2 if args.quick else 3)
     clip = text_tower(args.device)
     variants = variant_names(args.text_chunk)
     chunks = dict(zip(variants[1:], args.text_chunk))  # the official step has no chunks
-    steps = {v: step_fn(clip, v, k, images, args.views, n_classes, chunks.get(v, 0)) for v in variants}
+    steps = {v: step_fn(clip, v, k, images, args.views, n_cls, chunks.get(v, 0)) for v in variants}
     losses = {v: float(fn()) for v, fn in steps.items()}  # also the warm-up (the first SGD step changes ctx equally)
     times = harness.time_interleaved(steps, args.device, warmup=0, reps=reps)
     text_rows = {v: fn.text_rows for v, fn in steps.items()}
@@ -111,12 +111,12 @@ def run(args):
     dtype = "bf16 autocast" if cuda else "fp32"
     rows = {}
     for variant in variants:
-        row = dict(variant=variant, images=images, views=args.views, B=images * args.views, K=k, N=n_classes, dtype=dtype,
+        row = dict(variant=variant, images=images, views=args.views, B=images * args.views, K=k, N=n_cls, dtype=dtype,
                    n_ctx=16, text_rows=text_rows[variant], positions="77" if variant == "official" else "to EOT",
                    text_chunk=chunks.get(variant), **harness.summarize(times[variant]),
                    first_loss=losses[variant], loss_diff=abs(losses[variant] - losses["official"]))  # fmt: skip
         if not args.no_memory:
-            kwargs = dict(variant=variant, k=k, images=images, views=args.views, n_classes=n_classes,
+            kwargs = dict(variant=variant, k=k, images=images, views=args.views, n_cls=n_cls,
                           text_chunk=chunks.get(variant, 0), device=args.device)  # fmt: skip
             row["peak_gb"] = harness.peak_memory("bench.pomp:factory", kwargs, args.device) / 2**30
         rows[variant] = report.add(**row)
@@ -131,6 +131,6 @@ def run(args):
     report.write(["variant", "B", "K", "N", "dtype", "text_rows", "positions", "text_chunk", "median_s", "p20_s",
                   "p80_s", "peak_gb", "speedup_vs_official", "memory_ratio_vs_official", "first_loss", "loss_diff"],
                  title=f"POMP training step: official formulation vs tinyprompt ({args.device}, {images} images x "
-                       f"{args.views} views, K {k}, N {n_classes}, ViT-B/16 text tower, n_ctx 16)")  # fmt: skip
+                       f"{args.views} views, K {k}, N {n_cls}, ViT-B/16 text tower, n_ctx 16)")  # fmt: skip
     report.plot("K", "median_s", "variant", "seconds per step")
     return 0

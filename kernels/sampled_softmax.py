@@ -251,13 +251,13 @@ def _triton_class_sum(out, coef, x, target, private):
     if not (DETERMINISTIC or torch.are_deterministic_algorithms_enabled()):
         return _reference_class_sum(out, coef, x, target, private)
     _triton_kernels()
-    n_classes = out.shape[0]
-    key = torch.where(private, target, n_classes)  # shared-target rows sort after every class
+    n_cls = out.shape[0]
+    key = torch.where(private, target, n_cls)  # shared-target rows sort after every class
     order = torch.argsort(key, stable=True)
-    offsets = torch.zeros(n_classes + 1, device=x.device, dtype=torch.int64)
-    offsets[1:] = torch.bincount(key, minlength=n_classes + 1)[:n_classes].cumsum(0)
+    offsets = torch.zeros(n_cls + 1, device=x.device, dtype=torch.int64)
+    offsets[1:] = torch.bincount(key, minlength=n_cls + 1)[:n_cls].cumsum(0)
     block_d = 128
-    _segment_sum_kernel[(n_classes, math.ceil(x.shape[1] / block_d))](
+    _segment_sum_kernel[(n_cls, math.ceil(x.shape[1] / block_d))](
         x, coef, order, offsets, out, x.shape[1], x.stride(0), x.stride(1), out.stride(0), out.stride(1),
         BLOCK_D=block_d,
     )

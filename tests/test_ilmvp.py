@@ -49,9 +49,9 @@ def test_every_golden_file_is_checked(path):
 
 
 # ------------------------------------------------------------------------------------- label mapping
-def _identity_model(num_source, num_target):
+def _identity_model(n_source, n_target):
     """ILMVP whose prompt and source are identities: it maps given logits (N, S) -> (N, T)."""
-    return ILMVP(FrozenClassifier(nn.Identity(), num_classes=num_source), nn.Identity(), num_target)
+    return ILMVP(FrozenClassifier(nn.Identity(), n_cls=n_source), nn.Identity(), n_target)
 
 
 @pytest.mark.parametrize("case", golden_cases("ilmvp/freq_matrix*.pt"))
@@ -77,7 +77,7 @@ def test_golden_missing_target_class_keeps_its_column_and_warns(case):
     assert torch.equal(freq, case["freq_with_explicit_T"])
     assert torch.equal(case["official_freq"], freq[:, : T - 1])  # the official bug drops the last column
     names = [f"class{t}" for t in range(T)]
-    model = ILMVP(FrozenClassifier(nn.Identity(), num_classes=case["S"]), nn.Identity(), T, class_names=names)
+    model = ILMVP(FrozenClassifier(nn.Identity(), n_cls=case["S"]), nn.Identity(), T, class_names=names)
     with pytest.warns(UserWarning, match=rf"\['{names[missing]}'\]"):
         freq, mapping = model.frequency_mapping([(case["logits"], case["labels"])])
     assert torch.equal(freq, case["freq_with_explicit_T"])
@@ -125,7 +125,7 @@ def test_random_mapping_is_seeded_and_one_to_one():
     a, b, c = random_label_mapping(50, 10, seed=3), random_label_mapping(50, 10, seed=3), random_label_mapping(50, 10, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.unique().numel() == 10 and int(a.max()) < 50
-    model = ILMVP(FrozenClassifier(nn.Identity(), num_classes=50), nn.Identity(), 10, ILMVPConfig("rlm", seed=3))
+    model = ILMVP(FrozenClassifier(nn.Identity(), n_cls=50), nn.Identity(), 10, ILMVPConfig("rlm", seed=3))
     assert torch.equal(model.mapping, a)
     assert not model.update_mapping([(torch.randn(4, 50), torch.arange(4))], epoch=0)  # rlm never recomputes
 
@@ -195,7 +195,7 @@ def test_golden_clip_text_table(path):
     data = load(path)
     assert list(ILM_TEMPLATES) == data["templates"]
     source = clip_text_source(_tiny_clip(), data["class_names"])
-    assert source.texts == data["texts"] and source.num_classes == 81 * len(data["class_names"])
+    assert source.texts == data["texts"] and source.n_cls == 81 * len(data["class_names"])
     assert torch.equal(tokenize(source.texts), data["tokens"].long())
     torch.testing.assert_close(source.text_features, data["text_emb"], rtol=0, atol=1e-5)
     assert float(source.clip.logit_scale.exp()) == data["logit_scale"]
@@ -259,7 +259,7 @@ def test_clip_zero_shot_source_over_a_source_label_set():
 class SourceNet(nn.Module):
     """The golden frozen classifier: conv8/8 -> BN (eval) -> ReLU -> conv3 -> ReLU -> avgpool 7 -> fc."""
 
-    def __init__(self, c1, c2, num_classes, **_):
+    def __init__(self, c1, c2, num_classes, **_):  # the golden source_net_config's key names
         super().__init__()
         self.conv1 = nn.Conv2d(3, c1, 8, stride=8, bias=False)
         self.bn1 = nn.BatchNorm2d(c1)
@@ -358,7 +358,7 @@ def test_prompt_state_dict_round_trip():
     net(torch.zeros(1, 3, 16, 16))
     make = lambda: ILMVP(FrozenClassifier(net, 16), PaddingPrompt(8, 16), 3)  # noqa: E731
     model = make()
-    assert model.source.num_classes == 12 and [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt.prompt"]
+    assert model.source.n_cls == 12 and [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt.prompt"]
     with torch.no_grad():
         model.prompt.prompt.normal_()
     model.mapping.copy_(torch.tensor([7, 2, 9]))
@@ -381,7 +381,7 @@ def test_prompt_state_dict_round_trip():
 def test_any_callable_is_a_frozen_source():
     weight = torch.randn(12, 3 * 8 * 8, generator=torch.Generator().manual_seed(0))
     source = FrozenClassifier(lambda x: x.flatten(1) @ weight.t(), input_size=8)  # a plain function, not a module
-    assert source.num_classes == 12  # read from one probe forward
+    assert source.n_cls == 12  # read from one probe forward
     model = ILMVP(source, PaddingPrompt(5, 8), 3)
     images = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     model.update_mapping([(images, torch.tensor([0, 1, 2, 0]))], epoch=0)
@@ -441,7 +441,7 @@ def test_torchvision_source_is_optional_and_lazy(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=types.SimpleNamespace(get_model=get_model)))
     source = load_classifier("torchvision:tiny", input_size=8)
-    assert built == {"name": "tiny", "weights": "DEFAULT"} and source.num_classes == 5
+    assert built == {"name": "tiny", "weights": "DEFAULT"} and source.n_cls == 5
     assert not any(p.requires_grad for p in source.parameters())
 
 

@@ -350,7 +350,7 @@ def test_sampler_per_step_and_per_rank():
     assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()  # uniform over all classes
     official = NegativeSampler(50, 11, seed=3, mode="official")
     assert not torch.equal(official(0, 0), official(0, 1))  # rank >= 1 gets its own stream
-    with pytest.raises(ValueError, match="2 <= k <= n_classes \\+ 1"):
+    with pytest.raises(ValueError, match="2 <= k <= n_cls \\+ 1"):
         NegativeSampler(5, 7)
     with pytest.raises(ValueError, match="mode"):
         NegativeSampler(5, 3, mode="hard")
@@ -507,7 +507,7 @@ def test_train_eval_export_end_to_end(tmp_path):
     model = tmp_path / "tiny_vit.pt"
     torch.save(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"], model)
     out = tmp_path / "run"
-    assert main(["train", "pomp", "--model", str(model), "--data", str(root), "--classnames", str(names), "--shots", "2",
+    assert main(["train", "pomp", "--model", str(model), "--data", str(root), "--classes", str(names), "--shots", "2",
                  "--out", str(out), "--epochs", "2", "--n-ctx", "4", "--k", "3", "--margin", "official", "--views", "3",
                  "--views-per-step", "2", "--batch-size", "4", "--text-chunk", "2", "--device", "cpu"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())

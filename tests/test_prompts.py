@@ -107,7 +107,7 @@ def test_buffers_are_ids_not_embeddings_and_encoding_is_unchanged(clip, position
     integers, and the fixed embeddings are looked up per encoded chunk. Same prompts and features, bit for bit."""
     n = 3000
     names = NAMES + [" ".join(["thing"] * (1 + i % 3)) + f" {i}" for i in range(n - len(NAMES))]  # lengths vary
-    prompts = ClassPrompts(clip, names, 3, position=position, chunk_size=4)  # odd n_ctx: middle splits 1 + 2
+    prompts = ClassPrompts(clip, names, 3, position=position, text_chunk=4)  # odd n_ctx: middle splits 1 + 2
     buffers = dict(prompts.named_buffers())
     assert all(not b.is_floating_point() for b in buffers.values()), {k: b.dtype for k, b in buffers.items()}
     total = sum(b.numel() * b.element_size() for b in buffers.values())
@@ -145,8 +145,8 @@ def test_encode_equals_full_length_encoding_with_grads(clip, position, shared):
     ref = reference_features(clip, full.assemble(ctx), full.tokens)
     cot = torch.randn_like(ref)
     (ref_grad,) = torch.autograd.grad((ref * cot).sum(), ctx)
-    for options in [dict(), dict(share_prefix=False), dict(chunk_size=3), dict(chunk_size=2, checkpoint=True),
-                    dict(chunk_size=1, share_prefix=True)]:  # fmt: skip
+    for options in [dict(), dict(share_prefix=False), dict(text_chunk=3), dict(text_chunk=2, checkpoint=True),
+                    dict(text_chunk=1, share_prefix=True)]:  # fmt: skip
         out = ClassPrompts(clip, NAMES, 4, position=position, **options).encode(clip, ctx)
         (grad,) = torch.autograd.grad((out * cot).sum(), ctx)
         # chunks, length-sorted rows and the shared prefix reorder the same sums: equal up to rounding
@@ -156,7 +156,7 @@ def test_encode_equals_full_length_encoding_with_grads(clip, position, shared):
 
 def test_subset_duplicates_and_per_row_context(clip):
     torch.manual_seed(2)
-    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=2)
+    prompts = ClassPrompts(clip, NAMES, 4, text_chunk=2)
     full = ClassPrompts(clip, NAMES, 4, full_length=True)
     ctx = torch.randn(4, 32, requires_grad=True)
     idx = torch.tensor([5, 1, 1, 6, 0, 5])  # repeated classes (POMP's positives can repeat)
@@ -188,11 +188,11 @@ def test_bad_inputs(clip):
         ClassPrompts(clip, ["word " * 80], 4)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2, 3, 6, 7])
-def test_chunks_are_equal_slices_of_the_rows_sorted_by_length(clip, monkeypatch, chunk_size):
-    """As few passes as chunk_size allows (ceil(7 / chunk_size)), of sizes differing by at most one, over
+@pytest.mark.parametrize("text_chunk", [1, 2, 3, 6, 7])
+def test_chunks_are_equal_slices_of_the_rows_sorted_by_length(clip, monkeypatch, text_chunk):
+    """As few passes as text_chunk allows (ceil(7 / text_chunk)), of sizes differing by at most one, over
     the rows sorted by EOT, so each pass pads its rows only to the longest of its neighbours in length."""
-    prompts = ClassPrompts(clip, NAMES, 4, chunk_size=chunk_size)
+    prompts = ClassPrompts(clip, NAMES, 4, text_chunk=text_chunk)
     seen = []
     real = prompts._encode_rows
     monkeypatch.setattr(prompts, "_encode_rows", lambda c, ctx, idx, states: seen.append(idx) or real(c, ctx, idx, states))
@@ -200,6 +200,6 @@ def test_chunks_are_equal_slices_of_the_rows_sorted_by_length(clip, monkeypatch,
         prompts.encode(clip, torch.randn(4, 32))
     assert sorted(torch.cat(seen).tolist()) == list(range(len(NAMES)))  # every class exactly once
     sizes = [len(part) for part in seen]
-    assert len(seen) == -(-len(NAMES) // chunk_size) and max(sizes) <= chunk_size and max(sizes) - min(sizes) <= 1
+    assert len(seen) == -(-len(NAMES) // text_chunk) and max(sizes) <= text_chunk and max(sizes) - min(sizes) <= 1
     lengths = prompts.eot_index[torch.cat(seen)].tolist()
     assert lengths == sorted(lengths) and len(set(prompts.eot_index.tolist())) > 1  # NAMES have several lengths

@@ -74,6 +74,7 @@ def test_every_python_snippet_in_the_readme_runs(block, tmp_path, monkeypatch):
             model.encode_image(names["images"]), dim=-1) @ F.normalize(names["coop"].text_features(), dim=-1).t()),
         "loss": lambda loss: torch.allclose(loss, F.cross_entropy(names["logits"], names["labels"])),
         "coop_a": lambda coop_a: torch.equal(coop_a.ctx, names["coop"].ctx) and coop_a.prompts.n_cls == 3,
+        "coop_b": lambda coop_b: type(coop_b).__name__ == "CoOp" and torch.equal(coop_b.ctx, names["coop"].ctx),
     }
     checked = [name for name in checks if name in names]
     assert checked, "the snippet defines none of the names this test checks: extend `checks`"

@@ -116,16 +116,16 @@ def test_captions_describe_the_scene():
 
 # ------------------------------------------------------------------------------------------ tasks
 
-def check_task(task, n_classes, per_class, resolution=32):
-    assert len(task.classnames) == len(set(task.classnames)) == n_classes
+def check_task(task, n_cls, per_class, resolution=32):
+    assert len(task.classnames) == len(set(task.classnames)) == n_cls
     assert all(t.count("{}") == 1 for t in task.templates)
     for split, n in zip(tasks.SPLITS, per_class):
         if not n:
             assert split not in task.splits
             continue
         data = task[split]
-        assert data.images.dtype == torch.uint8 and data.images.shape == (n * n_classes, 3, resolution, resolution)
-        assert torch.equal(torch.bincount(data.labels, minlength=n_classes), torch.full((n_classes,), n))
+        assert data.images.dtype == torch.uint8 and data.images.shape == (n * n_cls, 3, resolution, resolution)
+        assert torch.equal(torch.bincount(data.labels, minlength=n_cls), torch.full((n_cls,), n))
         assert len(data.captions) == len(data)
 
 

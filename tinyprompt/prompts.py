@@ -34,8 +34,8 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   0..P-1 (SOS + context) are identical in every prompt, and so (causal mask) are their hidden states:
   CLIP's `text_prefix` computes their keys and values once per `encode` call (one row) and every row
   of every chunk attends to them (`encode_text_after_prefix`);
-- chunks (ceil(R / chunk_size) passes of equal size, optionally activation-checkpointed) bound memory
-  for thousands of classes; `chunk_size=0` encodes all rows in one padded pass. Fewer passes mean
+- chunks (ceil(R / text_chunk) passes of equal size, optionally activation-checkpointed) bound memory
+  for thousands of classes; `text_chunk=0` encodes all rows in one padded pass. Fewer passes mean
   fewer kernel launches (what a GPU step is bound by), smaller ones less padding and cache traffic (what
   a CPU step is bound by): `python -m bench pomp` measures both sides;
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
@@ -111,16 +111,16 @@ class ClassPrompts(nn.Module):
     """
 
     def __init__(self, clip, classnames, n_ctx: int, placeholder: str | None = None, position: str = "end",
-                 chunk_size: int = 0, checkpoint: bool = False, share_prefix: bool = True, full_length: bool = False):  # fmt: skip
+                 text_chunk: int = 0, checkpoint: bool = False, share_prefix: bool = True, full_length: bool = False):  # fmt: skip
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"class token position {position!r} is not one of {POSITIONS}")
         if not classnames:
             raise ValueError("no class names given: a prompt learner needs at least one class")
-        if chunk_size < 0:
-            raise ValueError(f"chunk_size must be >= 0 (0 = all prompts in one pass), got {chunk_size}")
+        if text_chunk < 0:
+            raise ValueError(f"text_chunk must be >= 0 (0 = all prompts in one pass), got {text_chunk}")
         self.n_cls, self.n_ctx, self.position = len(classnames), n_ctx, position
-        self.chunk_size, self.checkpoint, self.share_prefix, self.full_length = chunk_size, checkpoint, share_prefix, full_length
+        self.text_chunk, self.checkpoint, self.share_prefix, self.full_length = text_chunk, checkpoint, share_prefix, full_length
         # context vectors before the class tokens; an odd "middle" puts the shorter half first, as CoOp
         self.ctx_before_name = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]
         placeholder = " ".join(["X"] * n_ctx) if placeholder is None else placeholder
@@ -243,13 +243,13 @@ class ClassPrompts(nn.Module):
         states = None
         if prefix > 1 and class_idx.shape[0] > 1:  # SOS + context: the same states in every prompt, once per call
             states = clip.text_prefix(self.assemble(ctx, class_idx[:1], prefix, clip))
-        if not self.chunk_size:
+        if not self.text_chunk:
             return self._encode_chunk(clip, ctx, class_idx, states)
-        # as few chunks as chunk_size allows, of equal size, over the rows sorted by length: each chunk runs to
+        # as few chunks as text_chunk allows, of equal size, over the rows sorted by length: each chunk runs to
         # its own longest EOT, so rows are padded by the few positions their neighbours in length add
         order = torch.sort(self.eot_index[class_idx], stable=True)[1]
         pieces = []
-        for part in order.tensor_split(-(-order.numel() // self.chunk_size)):
+        for part in order.tensor_split(-(-order.numel() // self.text_chunk)):
             part_ctx = ctx if ctx.dim() == 2 else ctx[part]
             pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part], states))
         return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order

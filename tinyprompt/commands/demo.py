@@ -404,7 +404,7 @@ On real data, with OpenAI's checkpoints (downloaded once, sha256-verified):
   tinyprompt train taidpt --model RN50 --captions DATA/coco/captions_train2017.json --classes coco --out runs/taidpt
   tinyprompt train ilmvp  --source clip:ViT-B/32 --data DATA/flowers --out runs/ilmvp
   tinyprompt train ship   --model ViT-B/16 --data DATA/caltech-101/101_ObjectCategories --split DATA/caltech-101/split_zhou_Caltech101.json --out runs/ship
-  tinyprompt train pomp   --model ViT-B/16 --data DATA/imagenet21k --classnames DATA/imagenet21k/classnames.txt --out runs/pomp
+  tinyprompt train pomp   --model ViT-B/16 --data DATA/imagenet21k --classes DATA/imagenet21k/classnames.txt --out runs/pomp
 (each `tinyprompt train METHOD --help` lists every flag with its default; see the README)"""
 
 

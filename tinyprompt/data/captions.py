@@ -109,7 +109,7 @@ class LabelMatcher:
     """Caption -> sorted class indices, from per-class synonym lists (see the module docstring)."""
 
     def __init__(self, synonyms, max_words=None):
-        self.num_classes = len(synonyms)
+        self.n_cls = len(synonyms)
         self.max_words = max_words  # the official NUS-WIDE reader looks at the first 77 tokens only
         self.singles, compounds = {}, {}
         for c, syns in enumerate(synonyms):

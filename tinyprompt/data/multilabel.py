@@ -77,8 +77,8 @@ def _check_files(paths, source, entries) -> None:
             raise FileNotFoundError(f"{source}: {entry} refers to image {path}, which does not exist")
 
 
-def _labels(rows, num_classes) -> torch.Tensor:
-    labels = torch.zeros(len(rows), num_classes, dtype=torch.uint8)
+def _labels(rows, n_cls) -> torch.Tensor:
+    labels = torch.zeros(len(rows), n_cls, dtype=torch.uint8)
     for n, idx in enumerate(rows):
         labels[n, list(idx)] = 1
     return labels

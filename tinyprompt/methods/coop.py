@@ -79,7 +79,7 @@ class CoOp(SavedPrompt, nn.Module):
         self.ctx = nn.Parameter(ctx.to(device))  # the only trainable tensor
         self.n_ctx = ctx.shape[-2]
         self.prompts = ClassPrompts(clip_model, self.classnames, self.n_ctx, placeholder, config.class_token_position,
-                                    chunk_size=config.text_chunk, checkpoint=config.checkpoint,
+                                    text_chunk=config.text_chunk, checkpoint=config.checkpoint,
                                     share_prefix=config.share_prefix, full_length=config.full_length)  # fmt: skip
 
     def train(self, mode: bool = True):

@@ -106,7 +106,7 @@ class FrozenClassifier(nn.Module):
     S is read from one probe forward when not given.
     """
 
-    def __init__(self, network, input_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=None):
+    def __init__(self, network, input_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, n_cls=None):
         super().__init__()
         if not callable(network):
             raise TypeError(f"the source network must be an nn.Module or a callable, got {type(network).__name__}")
@@ -116,10 +116,10 @@ class FrozenClassifier(nn.Module):
         self.network = network
         self.input_size, self.mean, self.std = input_size, tuple(mean), tuple(std)
         self.eval()
-        if num_classes is None:
+        if n_cls is None:
             with torch.no_grad():
-                num_classes = self(torch.zeros(1, 3, input_size, input_size, device=_device_of(network))).shape[-1]
-        self.num_classes = int(num_classes)
+                n_cls = self(torch.zeros(1, 3, input_size, input_size, device=_device_of(network))).shape[-1]
+        self.n_cls = int(n_cls)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -145,7 +145,7 @@ class CLIPClassifier(nn.Module):
         self.register_buffer("text_features", text_features.detach().float(), persistent=False)  # (S, E)
         self.texts = list(texts) if texts is not None else None
         self.input_size = clip_model.visual.input_resolution
-        self.num_classes = text_features.shape[0]
+        self.n_cls = text_features.shape[0]
         self.eval()
 
     def train(self, mode: bool = True):
@@ -222,20 +222,20 @@ class ILMVP(nn.Module):
     `prompt_state_dict()`. Call `update_mapping(batches, epoch)` before every epoch.
     """
 
-    def __init__(self, source: nn.Module, prompt: nn.Module, num_classes: int, config: ILMVPConfig = None,
+    def __init__(self, source: nn.Module, prompt: nn.Module, n_cls: int, config: ILMVPConfig = None,
                  class_names=None):
         super().__init__()
         self.config = config or ILMVPConfig()
         self.source, self.prompt = source, prompt
-        self.num_source, self.num_classes = source.num_classes, num_classes
-        if num_classes > self.num_source:
-            raise ValueError(f"{num_classes} target classes but the source has only {self.num_source}: "
+        self.n_source, self.n_cls = source.n_cls, n_cls
+        if n_cls > self.n_source:
+            raise ValueError(f"{n_cls} target classes but the source has only {self.n_source}: "
                              f"a one-to-one label mapping needs T <= S")
         self.class_names = list(class_names) if class_names is not None else None
         if self.config.mapping == "rlm":
-            mapping = random_label_mapping(self.num_source, num_classes, self.config.seed)
+            mapping = random_label_mapping(self.n_source, n_cls, self.config.seed)
         else:  # placeholder until the first frequency pass
-            mapping = torch.arange(num_classes)
+            mapping = torch.arange(n_cls)
         self.register_buffer("mapping", mapping)
 
     def train(self, mode: bool = True):
@@ -271,7 +271,7 @@ class ILMVP(nn.Module):
         self.train(was_training)
         if not predictions:
             raise ValueError("the label-mapping data is empty: pass the training batches (images, labels)")
-        freq = frequency_matrix(torch.cat(predictions), torch.cat(labels), self.num_source, self.num_classes,
+        freq = frequency_matrix(torch.cat(predictions), torch.cat(labels), self.n_source, self.n_cls,
                                 self.class_names)
         return freq, greedy_label_mapping(freq)
 
@@ -295,9 +295,9 @@ class ILMVP(nn.Module):
         if prompt.shape != self.prompt.prompt.shape:
             raise ValueError(f"the saved prompt is {tuple(prompt.shape)}, this model's is "
                              f"{tuple(self.prompt.prompt.shape)}: build the model with the same prompt size")
-        if mapping.shape != self.mapping.shape or int(mapping.max()) >= self.num_source:
+        if mapping.shape != self.mapping.shape or int(mapping.max()) >= self.n_source:
             raise ValueError(f"the saved mapping ({mapping.numel()} targets, max source {int(mapping.max())}) does not "
-                             f"fit {self.num_classes} targets over {self.num_source} source classes")
+                             f"fit {self.n_cls} targets over {self.n_source} source classes")
         with torch.no_grad():
             self.prompt.prompt.copy_(prompt)
             self.mapping.copy_(mapping)

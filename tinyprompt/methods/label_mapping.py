@@ -20,7 +20,7 @@ __all__ = ["frequency_matrix", "greedy_label_mapping", "official_greedy_mapping"
 _BLOCK = 8192  # candidates per block of the greedy's rounds (fact 4); any size gives the same result
 
 
-def frequency_matrix(predictions, labels, num_source: int, num_target: int, target_names=None):
+def frequency_matrix(predictions, labels, n_source: int, n_target: int, target_names=None):
     """Counts `freq[s, t] = #{n : predictions[n] = s and labels[n] = t}` as a LongTensor [S, T].
 
     `predictions` are top-1 source indices [N], or source logits [N, S] (then the first maximal index
@@ -29,18 +29,18 @@ def frequency_matrix(predictions, labels, num_source: int, num_target: int, targ
     warning names it.
     """
     if predictions.dim() == 2:
-        if predictions.shape[1] != num_source:
-            raise ValueError(f"logits have {predictions.shape[1]} source classes, expected num_source={num_source}")
+        if predictions.shape[1] != n_source:
+            raise ValueError(f"logits have {predictions.shape[1]} source classes, expected n_source={n_source}")
         predictions = predictions.argmax(dim=1)
     predictions, labels = predictions.reshape(-1).long(), labels.reshape(-1).long()
     if predictions.shape != labels.shape:
         raise ValueError(f"{predictions.numel()} predictions but {labels.numel()} labels")
-    if predictions.numel() and not (0 <= int(predictions.min()) and int(predictions.max()) < num_source):
-        raise ValueError(f"source predictions must lie in [0, {num_source}); got {predictions.min()}..{predictions.max()}")
-    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_target):
-        raise ValueError(f"target labels must lie in [0, {num_target}); got {labels.min()}..{labels.max()}")
-    freq = torch.bincount(predictions * num_target + labels, minlength=num_source * num_target)
-    freq = freq.view(num_source, num_target)  # (S, T)
+    if predictions.numel() and not (0 <= int(predictions.min()) and int(predictions.max()) < n_source):
+        raise ValueError(f"source predictions must lie in [0, {n_source}); got {predictions.min()}..{predictions.max()}")
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < n_target):
+        raise ValueError(f"target labels must lie in [0, {n_target}); got {labels.min()}..{labels.max()}")
+    freq = torch.bincount(predictions * n_target + labels, minlength=n_source * n_target)
+    freq = freq.view(n_source, n_target)  # (S, T)
     missing = (freq.sum(0) == 0).nonzero().flatten().tolist()
     if missing:
         names = [target_names[t] for t in missing] if target_names is not None else missing
@@ -73,23 +73,23 @@ def greedy_label_mapping(freq: torch.Tensor) -> torch.Tensor:
     """
     if freq.dim() != 2:
         raise ValueError(f"freq must be a matrix [S, T], got shape {tuple(freq.shape)}")
-    num_source, num_target = freq.shape
-    if num_target > num_source:
-        raise ValueError(f"a one-to-one mapping needs T <= S; got S={num_source} source, T={num_target} target classes")
+    n_source, n_target = freq.shape
+    if n_target > n_source:
+        raise ValueError(f"a one-to-one mapping needs T <= S; got S={n_source} source, T={n_target} target classes")
     if freq.is_floating_point() or freq.is_complex():
         raise ValueError(f"freq must hold integer counts, got dtype {freq.dtype}")
     freq = freq.detach()
     if freq.numel() and int(freq.min()) < 0:
         raise ValueError(f"freq must hold counts >= 0, got a minimum of {int(freq.min())}")
-    if int(torch.count_nonzero(freq)) > num_target * num_target:  # dense: only the first T cells per column (fact 3)
-        rows, cols = _first_cells_per_column(freq, num_target)
+    if int(torch.count_nonzero(freq)) > n_target * n_target:  # dense: only the first T cells per column (fact 3)
+        rows, cols = _first_cells_per_column(freq, n_target)
     else:
         rows, cols = freq.nonzero(as_tuple=True)  # (P,), (P,) in row-major order: the tie order
     order = torch.sort(freq[rows, cols], descending=True, stable=True).indices  # by value; ties stay row-major
     rows, cols = rows[order], cols[order]  # the positive candidates in the greedy's global order
 
-    mapping = torch.full((num_target,), -1, dtype=torch.long, device=freq.device)
-    row_used = torch.zeros(num_source, dtype=torch.bool, device=freq.device)
+    mapping = torch.full((n_target,), -1, dtype=torch.long, device=freq.device)
+    row_used = torch.zeros(n_source, dtype=torch.bool, device=freq.device)
     # index_select / masked_select rather than t[index] / t[mask]: same values, no thread-pool round trip
     for start in range(0, rows.numel(), _BLOCK):  # fact 4: blocks in order, until every column is taken
         r, c = rows[start:start + _BLOCK], cols[start:start + _BLOCK]
@@ -97,8 +97,8 @@ def greedy_label_mapping(freq: torch.Tensor) -> torch.Tensor:
         r, c, rank = _where(_free(r, c, row_used, mapping), r, c, rank)
         while r.numel():  # fact 1: every round accepts at least the first free cell
             sentinel = int(rank[-1]) + 1  # larger than every rank
-            first_in_row = torch.full((num_source,), sentinel, device=freq.device).scatter_reduce_(0, r, rank, "amin")
-            first_in_col = torch.full((num_target,), sentinel, device=freq.device).scatter_reduce_(0, c, rank, "amin")
+            first_in_row = torch.full((n_source,), sentinel, device=freq.device).scatter_reduce_(0, r, rank, "amin")
+            first_in_col = torch.full((n_target,), sentinel, device=freq.device).scatter_reduce_(0, c, rank, "amin")
             take = first_in_row.index_select(0, r).eq(rank) & first_in_col.index_select(0, c).eq(rank)
             taken_rows, taken_cols = _where(take, r, c)
             mapping.index_copy_(0, taken_cols, taken_rows)
@@ -126,9 +126,9 @@ def _first_cells_per_column(freq: torch.Tensor, k: int):
     Order within a column: larger value first, then smaller row; key = value * S + (S - 1 - s) is
     unique per column, so top-k on it is exact.
     """
-    num_source = freq.shape[0]
-    reverse_row = torch.arange(num_source - 1, -1, -1, device=freq.device).unsqueeze(1)  # (S, 1)
-    key = freq.long() * num_source + reverse_row  # (S, T)
+    n_source = freq.shape[0]
+    reverse_row = torch.arange(n_source - 1, -1, -1, device=freq.device).unsqueeze(1)  # (S, 1)
+    key = freq.long() * n_source + reverse_row  # (S, T)
     kth = torch.topk(key, k, dim=0, sorted=False).values.min(dim=0).values  # (T,) k-th largest key per column
     return ((key >= kth) & (freq > 0)).nonzero(as_tuple=True)
 
@@ -137,20 +137,20 @@ def official_greedy_mapping(freq: torch.Tensor) -> torch.Tensor:
     """The official greedy, plainly (the reference twin of `greedy_label_mapping`): T times take the first
     maximal cell of a working copy of freq [S, T], map its target to its source, strike its row and column."""
     work = freq.clone()  # the official code overwrites its input; the twin pays one copy instead
-    num_target = freq.shape[1]
-    mapping = torch.empty(num_target, dtype=torch.long)
+    n_target = freq.shape[1]
+    mapping = torch.empty(n_target, dtype=torch.long)
     flat = work.view(-1)
-    for _ in range(num_target):
-        s, t = divmod(int(flat.argmax()), num_target)
+    for _ in range(n_target):
+        s, t = divmod(int(flat.argmax()), n_target)
         mapping[t] = s
         work[s, :] = -1
         work[:, t] = -1
     return mapping
 
 
-def random_label_mapping(num_source: int, num_target: int, seed: int = 0) -> torch.Tensor:
+def random_label_mapping(n_source: int, n_target: int, seed: int = 0) -> torch.Tensor:
     """RLM: `randperm(S)[:T]` from a generator seeded with `seed` (the official RLM uses the global RNG)."""
-    if num_target > num_source:
-        raise ValueError(f"a one-to-one mapping needs T <= S; got S={num_source}, T={num_target}")
+    if n_target > n_source:
+        raise ValueError(f"a one-to-one mapping needs T <= S; got S={n_source}, T={n_target}")
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(num_source, generator=generator)[:num_target]
+    return torch.randperm(n_source, generator=generator)[:n_target]

@@ -58,13 +58,13 @@ class NegativeSampler:
       seed derived from (seed, r) when per_rank (the official code leaves ranks >= 1 unseeded).
     """
 
-    def __init__(self, n_classes: int, k: int, seed: int = 0, mode: str = "per_step", per_rank: bool = True):
+    def __init__(self, n_cls: int, k: int, seed: int = 0, mode: str = "per_step", per_rank: bool = True):
         if mode not in SAMPLERS:
             raise ValueError(f"sampler mode {mode!r} is not one of {SAMPLERS}")
-        if not 2 <= k <= n_classes + 1:
-            raise ValueError(f"k = {k} logit columns need 2 <= k <= n_classes + 1 = {n_classes + 1} "
-                             f"(k - 1 negatives out of {n_classes} classes; k = n_classes + 1 samples every class)")
-        self.n_classes, self.k, self.seed, self.mode, self.per_rank = n_classes, k, seed, mode, per_rank
+        if not 2 <= k <= n_cls + 1:
+            raise ValueError(f"k = {k} logit columns need 2 <= k <= n_cls + 1 = {n_cls + 1} "
+                             f"(k - 1 negatives out of {n_cls} classes; k = n_cls + 1 samples every class)")
+        self.n_cls, self.k, self.seed, self.mode, self.per_rank = n_cls, k, seed, mode, per_rank
         self._generator, self._next = None, None  # official mode: the running generator and its next step
 
     def __call__(self, step: int = 0, rank: int = 0) -> torch.Tensor:
@@ -72,13 +72,13 @@ class NegativeSampler:
         rank = rank if self.per_rank else 0
         if self.mode == "per_step":
             generator = torch.Generator().manual_seed(_mix(self.seed, step, rank))
-            return torch.randperm(self.n_classes, generator=generator)[: self.k - 1]
+            return torch.randperm(self.n_cls, generator=generator)[: self.k - 1]
         if self._next != (step, rank):  # first call, a resume, or another rank: replay from the start
             self._generator = torch.Generator().manual_seed(self.seed if rank == 0 else _mix(self.seed, rank))
             for _ in range(step):
-                torch.randperm(self.n_classes, generator=self._generator)
+                torch.randperm(self.n_cls, generator=self._generator)
         self._next = (step + 1, rank)
-        return torch.randperm(self.n_classes, generator=self._generator)[: self.k - 1]
+        return torch.randperm(self.n_cls, generator=self._generator)[: self.k - 1]
 
 
 def _mix(*parts) -> int:
@@ -119,7 +119,7 @@ def view_rows(features: torch.Tensor, labels: torch.Tensor):
     return features.transpose(0, 1).reshape(-1, features.shape[-1]), labels.repeat(views)
 
 
-def margins(kind, n_classes: int, k: int, collisions: torch.Tensor) -> torch.Tensor:
+def margins(kind, n_cls: int, k: int, collisions: torch.Tensor) -> torch.Tensor:
     """(B,) fp32 margin m_i added to row i's negatives (after the scale), for kind in MARGINS or a number.
 
     paper:       ln((N-1)/(K-1)) = -ln((K-1)/(N-1)), one constant (the paper's local correction);
@@ -127,7 +127,7 @@ def margins(kind, n_classes: int, k: int, collisions: torch.Tensor) -> torch.Ten
     ln_adjusted: ln(N-1) - ln(K-1-r_i); none: 0. A row with no visible negative (K-1-r_i = 0) gets 0.
     """
     visible = (k - 1 - collisions).double()  # negatives row i actually sees
-    others = max(n_classes - 1, 1)  # N - 1 (N = 1: the only negative is every row's label, m is unused)
+    others = max(n_cls - 1, 1)  # N - 1 (N = 1: the only negative is every row's label, m is unused)
     if isinstance(kind, (int, float)) and not isinstance(kind, bool):
         m = torch.full_like(visible, float(kind))
     elif kind == "paper":
@@ -184,7 +184,7 @@ def official_loss(model: "POMP", features, labels, neg_ids):
     text = model.clip.encode_text_embeddings(prompts.assemble(model.ctx, label_upd), prompts.eot_index[label_upd])
     text = F.normalize(text.float(), dim=-1)
     b = labels.shape[0]
-    margin = margins("official", model.n_classes, neg_ids.numel() + 1, sampled_columns(labels, neg_ids).collisions)
+    margin = margins("official", model.n_cls, neg_ids.numel() + 1, sampled_columns(labels, neg_ids).collisions)
     logits = official_logits(F.normalize(features, dim=-1), text[:b], text[b:], labels, neg_ids,
                              model.clip.logit_scale.exp(), margin.to(features.device))  # fmt: skip
     return F.cross_entropy(logits, torch.zeros_like(labels))
@@ -241,7 +241,7 @@ class POMP(SavedPrompt, nn.Module):
         super().__init__()
         self.config = config = config if config is not None else POMPConfig()
         self.prompt = CoOp(clip_model, classnames, config.coop_config())
-        self.n_classes = len(self.prompt.classnames)
+        self.n_cls = len(self.prompt.classnames)
         # the sampler is built on first use, so a pre-trained prompt also loads for a few evaluation classes
         self._sampler = None
 
@@ -273,14 +273,14 @@ class POMP(SavedPrompt, nn.Module):
         """(K-1,) negative class ids of global step `step` on `rank`, on the model's device."""
         if self._sampler is None:
             c = self.config
-            self._sampler = NegativeSampler(self.n_classes, c.k, c.sampler_seed, c.sampler, c.per_rank_negatives)
+            self._sampler = NegativeSampler(self.n_cls, c.k, c.sampler_seed, c.sampler, c.per_rank_negatives)
         return self._sampler(step, rank).to(self.ctx.device)
 
     def loss(self, image_features: torch.Tensor, labels: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
         """Mean POMP loss of image features (B, E) with labels (B,) against the negatives neg_ids (K-1,)."""
         cols = sampled_columns(labels, neg_ids, self.config.dedup)
         text = self.prompt.prompts.encode(self.clip, self.ctx, cols.classes)  # (P + K-1, E): duplicates encoded once
-        margin = margins(self.config.margin, self.n_classes, neg_ids.numel() + 1, cols.collisions)
+        margin = margins(self.config.margin, self.n_cls, neg_ids.numel() + 1, cols.collisions)
         return pomp_loss(image_features, text, cols, self.clip.logit_scale.exp(), margin)
 
     def step_loss(self, features: torch.Tensor, labels: torch.Tensor, step: int = 0, rank: int = 0) -> torch.Tensor:

@@ -132,7 +132,7 @@ class SHIPGenerator(SavedPrompt, nn.Module):
                 nn.init.zeros_(layer.bias)
         device = clip_model.token_embedding.weight.device
         self.ctx = nn.Parameter(random_context(config.n_ctx, width, std=config.init_std).to(device))
-        self.prompts = ClassPrompts(clip_model, self.classnames, config.n_ctx, chunk_size=config.text_chunk,
+        self.prompts = ClassPrompts(clip_model, self.classnames, config.n_ctx, text_chunk=config.text_chunk,
                                     checkpoint=config.checkpoint, share_prefix=False,
                                     full_length=config.full_length)  # fmt: skip  # "X X X X {name}."
         self.to(device)

@@ -184,7 +184,7 @@ class TaIDPT(SavedPrompt, nn.Module):
         # drawn in the official order: the global context (official `ctx`), then the local (`ctx_double`)
         self.ctx_global = nn.Parameter(random_context(config.n_ctx, clip_model.text_width, std=config.init_std).to(device))
         self.ctx_local = nn.Parameter(random_context(config.n_ctx, clip_model.text_width, std=config.init_std).to(device))
-        self.prompts = ClassPrompts(clip_model, self.classnames, config.n_ctx, chunk_size=config.text_chunk,
+        self.prompts = ClassPrompts(clip_model, self.classnames, config.n_ctx, text_chunk=config.text_chunk,
                                     checkpoint=config.checkpoint, share_prefix=config.share_prefix)  # fmt: skip
 
     def train(self, mode: bool = True):

@@ -169,7 +169,7 @@ def run(args) -> int:
                           momentum=defaults["momentum"], weight_decay=0.0, scheduler=defaults["scheduler"],
                           warmup_epochs=0, eval_every=args.eval_every or args.epochs)  # fmt: skip
     if is_main_process():
-        print(f"[tinyprompt] ILM-VP ({args.mapping}) with {kind} source {args.source} ({model.num_source} source labels) "
+        print(f"[tinyprompt] ILM-VP ({args.mapping}) with {kind} source {args.source} ({model.n_source} source labels) "
               f"on {len(classnames)} classes: {len(train_items)} train / {len(splits['test'])} test images; "
               f"{args.epochs} epochs, {config.optimizer} lr {config.lr}")
     result = train(model, loss_fn, train_data, config, out_dir=args.out, resume=args.resume,

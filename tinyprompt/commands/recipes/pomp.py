@@ -12,7 +12,7 @@ The frozen image encoder runs once per cached view (`--views` augmented views of
 cache on disk) and each step takes `--views-per-step` distinct views of each image, so a step costs only
 the text side: K prompts through the text encoder with gradients, in checkpointed, EOT-truncated chunks.
 
-    tinyprompt train pomp --model ViT-B/16 --data imagenet21k/train --classnames imagenet21k_names.tsv \\
+    tinyprompt train pomp --model ViT-B/16 --data imagenet21k/train --classes imagenet21k_names.tsv \\
         --out runs/pomp_ctx16
     torchrun --nproc_per_node 8 -m tinyprompt train pomp ...      (each rank draws its own negatives)
 Outputs in --out: checkpoint.pt (every epoch; --resume continues), prompt.pt (method "pomp": use it with
@@ -62,7 +62,7 @@ def add_args(parser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
     data.add_argument("--data", **REQUIRED, help="image folder with one sub-folder of images per class (wnid)")
-    data.add_argument("--classnames", default=None, help="'wnid<TAB>name' file naming every class folder "
+    data.add_argument("--classes", default=None, help="'wnid<TAB>name' file naming every class folder "
                       "(default: the folder names are the class names)")  # fmt: skip
     data.add_argument("--shots", type=int_at_least(0), default=16, help="images per class (0 = all), drawn as "
                       "CoOp/Dassl draw few-shot sets for --seed")  # fmt: skip
@@ -107,7 +107,7 @@ def run(args) -> int:
         raise ValueError(f"--views-per-step {args.views_per_step} > --views {args.views}: cache at least as many views")
     prepare_out(args)
     device = resolve_device(args.device)
-    items, classnames = large_label_items(args.data, args.classnames, args.shots, args.seed)
+    items, classnames = large_label_items(args.data, args.classes, args.shots, args.seed)
     # what defines the training data, so that a --resume on other data is refused
     fingerprint = {"classnames": classnames, "train_items": item_list(items, args.data), "shots": args.shots,
                    "seed": args.seed, "views": args.views, "views_per_step": args.views_per_step}  # fmt: skip
