@@ -5,14 +5,8 @@ Language Supervision", Radford et al., arXiv 2103.00020), listed by `weights/man
 cached when its file is in the tinyprompt cache or OpenAI's `~/.cache/clip` (its sha256 is checked when it
 is loaded, see `tinyprompt.hub`). Built-in models ship inside the package and are never downloaded.
 """
-from tinyprompt.hub import (
-    BUILTIN_MODELS,
-    available_models,
-    builtin_file,
-    builtin_record,
-    cached_checkpoint,
-    manifest_entry,
-)
+from tinyprompt.hub import (BUILTIN_MODELS, available_models, builtin_file, builtin_record, cached_checkpoint,
+                            manifest_entry)
 
 
 def _size(n_bytes: int) -> str:

@@ -8,17 +8,28 @@ a run's data fingerprint. Argument types every command shares are in `tinyprompt
 import os
 from pathlib import Path
 
-from tinyprompt.commands.args import int_at_least, non_negative_float, positive_float
+from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.engine import PRECISIONS, TrainConfig, check_out_dir
 
-__all__ = ["FLAGS", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_splits",
+__all__ = ["FLAGS", "add_model_arg", "add_split_args", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_splits",
            "item_list"]
 
 # the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
 FLAGS = {"out_dir": "--out", "resume": "--resume", "overwrite": "--overwrite", "lr": "--lr",
          "precision": "--precision fp32"}
+
+
+def add_model_arg(group) -> None:
+    group.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
+
+
+def add_split_args(group) -> None:
+    """--data and --split: an image-classification dataset as `load_splits` reads it."""
+    group.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
+                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
+    group.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
 
 
 def add_sgd_args(group, *, epochs, epochs_help: str, batch_size: int, batch_help: str, lr, lr_help: str,

@@ -22,15 +22,8 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
-from tinyprompt.commands.recipes import (
-    FLAGS,
-    add_run_args,
-    add_sgd_args,
-    item_list,
-    load_splits,
-    prepare_out,
-    train_config,
-)
+from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_run_args, add_sgd_args, add_split_args, item_list,
+                                         load_splits, prepare_out, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
 from tinyprompt.engine import is_main_process, train
@@ -56,10 +49,8 @@ def default_epochs(shots: int, n_cls: int) -> int:
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
-    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
-                      "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
-    data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
+    add_model_arg(data)
+    add_split_args(data)
     data.add_argument("--shots", type=int_at_least(0), default=16, help="training images per class (0 = all); "
                       "val uses min(shots, 4), both drawn as Dassl does for --seed")  # fmt: skip
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the few-shot draw, the init and training")

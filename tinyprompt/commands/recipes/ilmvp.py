@@ -24,30 +24,14 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import (
-    FLAGS,
-    add_precision_arg,
-    add_run_args,
-    item_list,
-    load_splits,
-    prepare_out,
-    train_config,
-)
+from tinyprompt.commands.recipes import (FLAGS, add_precision_arg, add_run_args, add_split_args, item_list,
+                                         load_splits, prepare_out, train_config)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods.ilmvp import (
-    ILMVP,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MAPPINGS,
-    AdditivePrompt,
-    ILMVPConfig,
-    PaddingPrompt,
-    clip_text_source,
-    load_classifier,
-)
+from tinyprompt.methods.ilmvp import (ILMVP, IMAGENET_MEAN, IMAGENET_STD, MAPPINGS, AdditivePrompt, ILMVPConfig,
+                                      PaddingPrompt, clip_text_source, load_classifier)
 from tinyprompt.metrics import accuracy
 
 # official optimisation per source kind
@@ -75,9 +59,7 @@ def add_args(parser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--source", **REQUIRED, help="frozen source model: clip:NAME_OR_PATH (CLIP with text-prompt "
                       "selection), torchvision:NAME (pretrained, needs torchvision) or a TorchScript classifier file")  # fmt: skip
-    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
-                      "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
-    data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
+    add_split_args(data)
     data.add_argument("--shots", type=int_at_least(0), default=0, help="training images per class (0 = all, as the paper)")
     data.add_argument("--seed", type=int_at_least(0), default=7, help="seeds the few-shot draw, rlm and training (official 7)")
     data.add_argument("--out", type=Path, **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")

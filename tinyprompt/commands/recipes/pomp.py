@@ -23,20 +23,9 @@ import argparse
 
 import torch
 
-from tinyprompt.commands.args import (
-    REQUIRED,
-    finite_float,
-    int_at_least,
-    resolve_device,
-)
-from tinyprompt.commands.recipes import (
-    FLAGS,
-    add_run_args,
-    add_sgd_args,
-    item_list,
-    prepare_out,
-    train_config,
-)
+from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, resolve_device
+from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_run_args, add_sgd_args, item_list, prepare_out,
+                                         train_config)
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items
 from tinyprompt.engine import is_main_process, train
@@ -60,7 +49,7 @@ def margin_arg(text: str):
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
+    add_model_arg(data)
     data.add_argument("--data", **REQUIRED, help="image folder with one sub-folder of images per class (wnid)")
     data.add_argument("--classes", default=None, help="'wnid<TAB>name' file naming every class folder "
                       "(default: the folder names are the class names)")  # fmt: skip

@@ -35,15 +35,8 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import (
-    FLAGS,
-    add_precision_arg,
-    add_run_args,
-    item_list,
-    load_splits,
-    prepare_out,
-    train_config,
-)
+from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_precision_arg, add_run_args, add_split_args,
+                                         item_list, load_splits, prepare_out, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
 from tinyprompt.engine import distributed_info, train
@@ -51,7 +44,7 @@ from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ship import (
-    VARIANTS,
+                                     VARIANTS,
     SHIPConfig,
     SHIPGenerator,
     base_new_accuracy,
@@ -74,10 +67,8 @@ CTX_INIT = "a photo of a"  # the fine-tune's CoOp context (4 vectors)
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
-    data.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
-                      "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
-    data.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
+    add_model_arg(data)
+    add_split_args(data)
     data.add_argument("--eval-data", default=None, help="cross-dataset transfer: every class of --data is base and "
                       "every class of this dataset is new (names only; its val/test images are evaluated)")  # fmt: skip
     data.add_argument("--eval-split", default=None, help="CoOp split file of --eval-data")

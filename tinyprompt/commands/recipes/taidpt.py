@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_run_args, add_sgd_args, prepare_out, train_config
+from tinyprompt.commands.recipes import FLAGS, add_model_arg, add_run_args, add_sgd_args, prepare_out, train_config
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.features import cached_features, module_fingerprint
@@ -46,7 +46,7 @@ FIELDS = ("global_feats", "token_feats", "lengths", "offsets")
 
 def add_args(parser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
+    add_model_arg(data)
     data.add_argument("--captions", **REQUIRED, type=Path,
                       help="caption corpus: COCO captions .json, .jsonl (caption/text per line) or text (one per line)")
     data.add_argument("--classes", default="coco", help="class list: voc2007, coco, nuswide, or a synonym file "
