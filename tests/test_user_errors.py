@@ -182,3 +182,18 @@ def test_model_help_points_to_tinyprompt_models(command, capsys):
         main([*command.split(), "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(see `tinyprompt models`) or checkpoint path" in text and "available_models" not in text
+
+
+def test_coops_imagenet_classnames_file_gives_human_names_everywhere(tmp_path):
+    """CoOp's ImageNet classnames.txt is "wnid name" per line, space separated: read as one name per line it gave
+    names like "n01440764 tench", silently. --classes, export-classifier's class file and the registry read it."""
+    from tinyprompt.commands.args import class_names
+    from tinyprompt.data.largelabel import read_class_list
+
+    path = tmp_path / "classnames.txt"
+    path.write_text("n01440764 tench\nn01443537 goldfish\nn01484850 great white shark\n")
+    assert read_class_list(path) == ["tench", "goldfish", "great white shark"]
+    folders = ["n01443537", "n01484850", "n01440764"]  # names go by folder, whatever the file's order
+    assert class_names(str(path), folders, tmp_path) == ["goldfish", "great white shark", "tench"]
+    path.write_text("tench\ngoldfish\ngreat white shark\n")  # plain names stay plain names
+    assert read_class_list(path) == ["tench", "goldfish", "great white shark"]

@@ -222,7 +222,7 @@ def test_cli_errors(tiny_checkpoint, tmp_path):
         main([*base, "--predictions", str(tmp_path / "out.txt")])
     mapping = tmp_path / "names.tsv"
     mapping.write_text("x\tex\ny why\n")
-    with pytest.raises(ValueError, match=r"names.tsv line 2: 'y why' has no TAB"):
+    with pytest.raises(ValueError, match=r"names.tsv line 2: 'y why' is not 'wnid<TAB>name'"):
         main([*base, "--classes", str(mapping)])
     mapping.write_text("x\tex\n")
     with pytest.raises(ValueError, match=r"names.tsv has no name for the class folder\(s\) \['y'\]"):

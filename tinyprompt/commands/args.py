@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from tinyprompt.data.largelabel import class_file_separator, read_class_names
+
 __all__ = ["REQUIRED", "int_at_least", "finite_float", "positive_float", "non_negative_float", "resolve_device",
            "class_names"]
 
@@ -74,21 +76,15 @@ def class_names(spec, folders: list[str], root) -> list[str]:
     if not path.is_file():
         names = [name.strip() for name in spec.split(",")]
     else:
-        lines = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-        if any("\t" in line for _, line in lines):  # "folder<TAB>name" lines (ImageNet's wnid -> name files)
-            mapping = {}
-            for i, line in lines:
-                folder, tab, name = line.partition("\t")
-                if not tab:
-                    raise ValueError(
-                        f"--classes {path} line {i}: {line!r} has no TAB; write 'folder<TAB>name' on every line"
-                    )
-                mapping[folder.strip()] = name.strip()
+        text = path.read_text(encoding="utf-8")
+        sep = class_file_separator(text)
+        if sep is not None:  # "folder<TAB>name" or CoOp's "wnid name" lines: names by folder, in any order
+            mapping = read_class_names(path, sep)
             missing = [folder for folder in folders if folder not in mapping]
             if missing:
                 raise ValueError(f"--classes {path} has no name for the class folder(s) {missing[:5]} of {root}")
             return [mapping[folder] for folder in folders]
-        names = [line.strip() for _, line in lines]
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != len(folders) or not all(names):
         more = ", ..." if len(folders) > 5 else ""
         raise ValueError(

@@ -20,6 +20,7 @@ every image are encoded once, and `ViewsDataset` serves several distinct views o
 """
 import os
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -31,38 +32,57 @@ from tinyprompt.data.splits import Item
 __all__ = ["read_class_names", "read_class_list", "large_label_items", "ViewsDataset"]
 
 
-def read_class_names(path) -> dict:
-    """{wnid: name} from a "wnid<TAB>name" file, in file order; underscores in names become spaces."""
+WNID_LINE = re.compile(r"n\d{8} \S")  # a WordNet id, one space, a name: CoOp's ImageNet classnames.txt
+
+
+def read_class_names(path, sep: str = "\t") -> dict:
+    """{wnid: name} from a "wnid<TAB>name" file, in file order; underscores in names become spaces.
+
+    sep=" " reads CoOp's ImageNet classnames.txt ("n01440764 tench": the name is all after the first space).
+    """
     path = Path(path)
+    form = "wnid" + ("<TAB>" if sep == "\t" else sep) + "name"  # as the messages spell a line
     if not path.is_file():
-        raise FileNotFoundError(f"class-name file {path} does not exist: pass a file of 'wnid<TAB>name' lines")
+        raise FileNotFoundError(f"class-name file {path} does not exist: pass a file of '{form}' lines")
     names = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        wnid, tab, name = line.partition("\t")
+        wnid, found, name = line.strip().partition(sep)
         wnid, name = wnid.strip(), name.strip().replace("_", " ")
-        if not tab or not wnid or not name:
-            raise ValueError(f"class-name file {path} line {number}: {line!r} is not 'wnid<TAB>name'; "
-                             f"write one class per line, its folder name, a TAB, then its name")
+        if not found or not wnid or not name:
+            raise ValueError(f"class-name file {path} line {number}: {line!r} is not '{form}'; "
+                             f"write one class per line, its folder name, {sep!r}, then its name")
         if wnid in names:
             raise ValueError(f"class-name file {path} line {number}: {wnid!r} is listed twice "
                              f"({names[wnid]!r} and {name!r}); keep one line per class")
         names[wnid] = name
     if not names:
-        raise ValueError(f"class-name file {path} is empty: write one 'wnid<TAB>name' line per class")
+        raise ValueError(f"class-name file {path} is empty: write one '{form}' line per class")
     return names
 
 
+def class_file_separator(text: str) -> str | None:
+    """How a class file pairs folders with names: "\t" ("wnid<TAB>name" lines), " " (CoOp's ImageNet
+    classnames.txt, every line "n01440764 tench"), or None (one name per line, no folder ids). Without this, a
+    classnames.txt read as one name per line gives names like "n01440764 tench", silently."""
+    if "\t" in text:
+        return "\t"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " " if lines and all(WNID_LINE.match(line) for line in lines) else None
+
+
 def read_class_list(path) -> list:
-    """Class names in file order: "wnid<TAB>name" lines (as `read_class_names`) or one name per line."""
+    """Class names in file order: "wnid<TAB>name" or "wnid name" lines (as `read_class_names`), or one name
+    per line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"class file {path} does not exist: pass one class name per line "
                                 f"(or 'wnid<TAB>name' lines)")
     text = path.read_text(encoding="utf-8")
-    if "\t" in text:
-        return list(read_class_names(path).values())
+    sep = class_file_separator(text)
+    if sep is not None:
+        return list(read_class_names(path, sep).values())
     names = [line.strip().replace("_", " ") for line in text.splitlines() if line.strip()]
     if not names:
         raise ValueError(f"class file {path} has no class names: write one name per line")
