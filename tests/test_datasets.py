@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tinyprompt.commands.cli import main
 from tinyprompt.data.datasets import DATASETS, AircraftLists, NumberedFolders, SplitFile, get_dataset, load
 from tinyprompt.data.folder import open_image
 from tinyprompt.data.splits import Item
@@ -223,3 +224,18 @@ def test_broken_roots_name_the_missing_piece_and_the_layout(tmp_path, name, dama
     with pytest.raises(error, match=message) as caught:
         load(name, tmp_path)
     assert "\n" not in str(caught.value)  # one line
+
+
+def test_zeroshot_on_a_registered_dataset(tmp_path):
+    """`tinyprompt zeroshot --dataset NAME --root DATA` evaluates the registry's test split with its class names."""
+    build("imagenet", tmp_path)
+    out = tmp_path / "predictions.jsonl"
+    assert main(["zeroshot", "--model", "synthetic", "--dataset", "ImageNet", "--root", str(tmp_path),
+                 "--templates", "single", "--predictions", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["true"] for row in rows] == [name for _, name in IMAGENET[:3] for _ in (1, 2)]  # human names
+    assert all("/images/val/" in row["path"] for row in rows)  # the test split is ImageNet's val folder
+    with pytest.raises(ValueError, match="pass either --data FOLDER .* or --dataset NAME with --root DATA"):
+        main(["zeroshot", "--model", "synthetic", "--dataset", "imagenet"])
+    with pytest.raises(FileNotFoundError, match="needs"):  # a wrong root fails before the model loads
+        main(["zeroshot", "--model", "no-such-model", "--dataset", "dtd", "--root", str(tmp_path)])

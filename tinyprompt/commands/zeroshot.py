@@ -1,4 +1,5 @@
-"""`tinyprompt zeroshot --model M --data DIR`: zero-shot accuracy of a CLIP on a folder-per-class image set.
+"""`tinyprompt zeroshot --model M --data DIR`: zero-shot accuracy of a CLIP on a folder-per-class image set, or
+`--dataset NAME --root DATA`: on the test split of a registered dataset (`tinyprompt.data.datasets`).
 
 Builds the classifier from the class names and templates (`tinyprompt.zeroshot`, where the math is), prints
 top-1 (and top-5) accuracy, and with `--predictions` writes one row per image.
@@ -11,7 +12,10 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from tinyprompt.commands.args import REQUIRED, class_names, resolve_device
+from tinyprompt.data.datasets import DATASETS
+from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import ImageFolder
+from tinyprompt.data.splits import ImageDataset
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.templates import get_templates
@@ -22,7 +26,11 @@ _FORMATS = (".csv", ".jsonl")  # --predictions file types, chosen by suffix
 
 def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED, help="model name (see `tinyprompt models`) or checkpoint path")
-    parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class (sorted = label order)")
+    parser.add_argument("--data", default=None, help="image folder with one sub-folder per class (sorted = label "
+                        "order); or use --dataset and --root")  # fmt: skip
+    parser.add_argument("--dataset", default=None, help=f"a registered dataset, evaluated on its test split: "
+                        f"{', '.join(DATASETS)} (CoOp's layouts under --root)")  # fmt: skip
+    parser.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
     parser.add_argument(
         "--classes", default=None,
         help="display names for the class folders (None: the folder names): a comma-separated list or a file "
@@ -60,11 +68,22 @@ def run(args) -> int:
         raise ValueError(f"--predictions {args.predictions}: use a file name ending in .csv or .jsonl")
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
+    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
+        raise ValueError("pass either --data FOLDER (one sub-folder per class) or --dataset NAME with --root DATA")
+    if args.dataset is not None and args.classes is not None:
+        raise ValueError("--classes renames class folders; a --dataset names its own classes: drop --classes")
     templates = get_templates(args.templates)
     device = resolve_device(args.device)
+    if args.dataset is not None:  # checked before the model loads: a wrong root fails in a second
+        splits, classnames = load_dataset(args.dataset, args.root)
+        samples, source = splits["test"], f"{args.dataset} (test split) under {args.root}"
     model, preprocess = load(args.model, device=device)
-    dataset = ImageFolder(args.data, transform=preprocess)
-    classnames = class_names(args.classes, dataset.classes, args.data)
+    if args.dataset is not None:
+        dataset = ImageDataset(samples, transform=preprocess)
+    else:
+        dataset = ImageFolder(args.data, transform=preprocess)
+        samples, source = dataset.samples, args.data
+        classnames = class_names(args.classes, dataset.classes, args.data)
     classifier = zeroshot_classifier(model, classnames, templates, batch_size=args.batch_size)  # (C, E)
 
     k = min(5, len(classnames))
@@ -77,12 +96,12 @@ def run(args) -> int:
         top1 += (best[:, 0] == labels).sum().item()
         topk += (best == labels[:, None]).any(dim=-1).sum().item()
         for label, pred, score in zip(labels.tolist(), best[:, 0].tolist(), scores[:, 0].tolist()):
-            sample = dataset.samples[len(rows)]  # shuffle=False: rows follow dataset order
+            sample = samples[len(rows)]  # shuffle=False: rows follow dataset order
             rows.append({"path": str(sample.path), "true": classnames[label], "predicted": classnames[pred],
                          "score": round(score, 6)})
 
     n = len(rows)
-    print(f"zero-shot {args.model} on {args.data}: {n} images, {len(classnames)} classes, {len(templates)} templates")
+    print(f"zero-shot {args.model} on {source}: {n} images, {len(classnames)} classes, {len(templates)} templates")
     print(f"top-1 accuracy: {100 * top1 / n:.2f}% ({top1}/{n})")
     if len(classnames) >= 5:
         print(f"top-5 accuracy: {100 * topk / n:.2f}% ({topk}/{n})")
