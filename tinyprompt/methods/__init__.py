@@ -7,7 +7,8 @@
 - SHIP (arXiv 2307.07397): `tinyprompt.methods.ship` (`SHIP` is its generator, `SHIPGenerator`)
 - POMP (arXiv 2304.04704): `tinyprompt.methods.pomp`
 
-`load_prompt(clip, path, classnames)` rebuilds whichever method a saved prompt names, for any class list.
+`load_prompt(clip, path, classnames)` rebuilds whichever method a saved prompt names, for any class list;
+`import_prompt` / `export_prompt` read and write the official repositories' files (`official_formats`).
 """
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import torch
 
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ilmvp import ILMVP, ILMVPConfig
+from tinyprompt.methods.official_formats import export_prompt, import_prompt
 from tinyprompt.methods.pomp import POMP, POMPConfig
 from tinyprompt.methods.ship import SHIP, SHIPConfig, SHIPGenerator
 from tinyprompt.methods.taidpt import TaIDPT, TaIDPTConfig
 
 __all__ = ["CoOp", "CoOpConfig", "ILMVP", "ILMVPConfig", "TaIDPT", "TaIDPTConfig", "POMP", "POMPConfig", "SHIP",
-           "SHIPGenerator", "SHIPConfig", "METHODS", "read_prompt", "load_prompt"]
+           "SHIPGenerator", "SHIPConfig", "METHODS", "read_prompt", "load_prompt", "import_prompt", "export_prompt"]
 
 # prompt_state_dict()["method"] -> the class that rebuilds it around a CLIP for any class list. ILM-VP is not
 # here: its prompt belongs to a source classifier and a label mapping, which a CLIP and class names cannot rebuild.
