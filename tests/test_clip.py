@@ -1,7 +1,9 @@
 """tinyprompt.clip: golden parity with openai/CLIP, config inference for the nine architectures, the
 exact EOT truncation, dense features (TaI-DPT), a reference twin with non-trivial LayerNorms and
 biases (the golden models have OpenAI's initial all-one/all-zero values there), and bad inputs."""
+import copy
 import json
+import re
 import warnings
 
 import pytest
@@ -10,16 +12,16 @@ import torch.nn.functional as F
 
 from golden import GOLDEN, golden_params, load
 from tolerance import U, assert_rounding_close, text_depth, tower_depth
-from tinyprompt.clip import CLIP, CLIPConfig, LayerNorm, build_model, eot_index, infer_config
+from tinyprompt.clip import (OPENAI_MODELS, CLIP, CLIPConfig, LayerNorm, build_model, eot_index, infer_config,
+                             strip_ddp_prefix)
 
 TINY_VIT = (32, 32, 2, 64, 16, 77, 500, 64, 2, 2)  # 2x2 patches, 1 vision head, 2 text heads
 TINY_RN = (32, 64, (1, 1, 1, 1), 4, None, 77, 500, 64, 2, 2)  # 2x2 final map, attention pool 2 heads
 
 
-def _randomised(config, seed=0):
-    """A tiny CLIP with every tensor random, LayerNorm/bias/BatchNorm statistics included."""
-    torch.manual_seed(seed)
-    model = CLIP(*config).eval()
+def randomise_(model):
+    """Every floating tensor of a CLIP (ours or open_clip's) moved off its initial value in place, LayerNorm weights
+    and biases and BatchNorm statistics included, from the global seed: a parity test then exercises all of them."""
     with torch.no_grad():
         for name, t in model.state_dict().items():
             if name.endswith("running_var"):
@@ -27,6 +29,12 @@ def _randomised(config, seed=0):
             elif t.is_floating_point() and name != "logit_scale":
                 t.add_(0.1 * torch.randn_like(t))
     return model
+
+
+def _randomised(config, seed=0, **layout):
+    """A tiny CLIP with every tensor random; `layout`: CLIPConfig's fields after OpenAI's ten (open_clip's models)."""
+    torch.manual_seed(seed)
+    return randomise_(CLIP(*config, **layout).eval())
 
 
 def _tokens(n, vocab, lengths, seed=0):
@@ -52,7 +60,7 @@ def _golden_state_dict(path):
 @pytest.mark.parametrize("path", golden_params("clip/clip_*.pt"))
 def test_golden_clip(path):
     state_dict, data = _golden_state_dict(path)
-    model = build_model(state_dict)
+    model = build_model(state_dict, "openai")  # made by OpenAI's code: its layout, which tiny shapes cannot show
     assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
     weights = model.state_dict()  # fp16 entries of an archive are cast exactly, archive scalars are ignored
     assert all(torch.equal(weights[k], v.float()) for k, v in state_dict.items() if k in weights)
@@ -98,7 +106,8 @@ def _architectures():
     path = GOLDEN / "clip" / "architectures.json"
     if not path.is_file():
         return [pytest.param(None, id="no-golden", marks=pytest.mark.skip(reason=f"{path} not found"))]
-    return [pytest.param(spec, id=name) for name, spec in json.loads(path.read_text())["models"].items()]
+    models = json.loads(path.read_text())["models"]
+    return [pytest.param({**spec, "name": name}, id=name) for name, spec in models.items()]
 
 
 @pytest.mark.parametrize("spec", _architectures())
@@ -117,10 +126,15 @@ def test_architecture(spec):
     assert sum(p.numel() for k, p in params.items() if not k.startswith("visual.")) == spec["num_text_parameters"]
     assert len(state) == spec["num_state_dict_tensors"]
     assert sum(v.numel() for v in state.values()) == spec["state_dict_numel"]
-    # OpenAI's loader rules recover the config; archive scalars are ignored
+    # OpenAI's loader rules recover the config; archive scalars are ignored, and mark a released archive: its
+    # layout (QuickGELU, 64-wide heads) is assumed silently; the same shapes without them may be open_clip's
     scalars = {k: torch.tensor(0, device="meta") for k in ("input_resolution", "context_length", "vocab_size")}
-    built = build_model({**state, **scalars})
-    assert infer_config(state) == config == built.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        built = build_model({**state, **scalars})
+    assert infer_config(state) == config == built.config == OPENAI_MODELS[spec["name"]]
+    with pytest.warns(UserWarning, match="not a released OpenAI checkpoint.*open_clip.get_model_config"):
+        assert build_model(state).config == config
     inferred = spec["inferred_by_build_model"]
     assert config.vision_heads == inferred.get("attnpool_heads", inferred.get("vision_heads"))
     if config.is_resnet:
@@ -201,11 +215,18 @@ def _ref_block(block, x, causal):  # OpenAI's formulation: sequence-first, nn.Mu
     )[0]  # fmt: skip
     h = F.layer_norm(x, (width,), block.ln_2.weight, block.ln_2.bias)
     h = F.linear(h, block.mlp.c_fc.weight, block.mlp.c_fc.bias)
-    return x + F.linear(h * torch.sigmoid(1.702 * h), block.mlp.c_proj.weight, block.mlp.c_proj.bias)
+    h = F.gelu(h) if isinstance(block.mlp.gelu, torch.nn.GELU) else h * torch.sigmoid(1.702 * h)
+    return x + F.linear(h, block.mlp.c_proj.weight, block.mlp.c_proj.bias)
 
 
-def test_reference_twin_with_nontrivial_layernorms_and_biases():
-    vit, rn = _randomised(TINY_VIT), _randomised(TINY_RN, seed=1)
+# open_clip's layouts that shapes do not show, on TINY_VIT: erf GELU, 32-wide vision heads (2, not 1), MLPs 2.5x
+OPEN_CLIP_LAYOUT = {"vision_head_width": 32, "vision_mlp_width": 160, "text_mlp_width": 160, "quick_gelu": False}
+
+
+@pytest.mark.parametrize("layout", [{}, OPEN_CLIP_LAYOUT], ids=["openai", "open_clip"])
+def test_reference_twin_with_nontrivial_layernorms_and_biases(layout):
+    vit = _randomised(TINY_VIT, **layout)
+    assert vit.visual.transformer.resblocks[0].attn.heads == (2 if layout else 1)  # its 64 features: 1 x 64 or 2 x 32
     tokens = _tokens(3, 500, [4, 11, 7])
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -221,6 +242,14 @@ def test_reference_twin_with_nontrivial_layernorms_and_biases():
         for block in v.transformer.resblocks:
             x = _ref_block(block, x, causal=False)
         image_ref = F.layer_norm(x[0], (64,), v.ln_post.weight, v.ln_post.bias) @ v.proj
+        # the same math through torch's reference attention: equal up to rounding
+        assert_rounding_close(vit.encode_text(tokens), text_ref, *text_depth(vit))
+        assert_rounding_close(vit.encode_image(images), image_ref, *tower_depth(vit.visual.transformer, 3 * 2 * 2))
+
+
+def test_reference_twin_attention_pool():
+    rn = _randomised(TINY_RN, seed=1)
+    with torch.no_grad():
         fmap = rn.image_feature_map(torch.randn(2, 3, 64, 64))
         pool = rn.visual.attnpool
         x = fmap.flatten(2).permute(2, 0, 1)
@@ -232,14 +261,11 @@ def test_reference_twin_with_nontrivial_layernorms_and_biases():
             q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
             training=False, need_weights=False,
         )[0][0]  # fmt: skip
-        # the same math through torch's reference attention: equal up to rounding
-        assert_rounding_close(vit.encode_text(tokens), text_ref, *text_depth(vit))
-        assert_rounding_close(vit.encode_image(images), image_ref, *tower_depth(vit.visual.transformer, 3 * 2 * 2))
         assert_rounding_close(pool(fmap), pool_ref, k=fmap.shape[1], depth=4)  # q/k/v, softmax, weighted sum, c_proj
 
 
 def _backbone(clip_file):  # TaI-DPT's files name their CLIP by file name, kept in clip/
-    return build_model(load(GOLDEN / "clip" / clip_file)["state_dict"])
+    return build_model(load(GOLDEN / "clip" / clip_file)["state_dict"], "openai")
 
 
 @pytest.mark.parametrize("path", golden_params("taidpt/image_forward*.pt"))
@@ -362,3 +388,72 @@ def test_bad_configs_and_inputs():
         model.encode_text_embeddings(torch.zeros(2, 78, 64), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"eot_index must have shape \(2,\)"):
         model.encode_text_embeddings(torch.zeros(2, 5, 64), torch.zeros(3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- open_clip's model configs (parity: test_openclip.py)
+
+# TINY_VIT with OPEN_CLIP_LAYOUT as open_clip writes it (model_configs/ViT-H-14.json's keys), and TINY_RN
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "mlp_ratio": 2.5, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 500, "width": 64, "heads": 2, "layers": 2, "mlp_ratio": 2.5},
+}
+TINY_OPEN_CLIP_RN = {
+    "embed_dim": 32, "quick_gelu": True,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 4, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 500, "width": 64, "heads": 2, "layers": 2},
+}  # fmt: skip
+
+
+def test_open_clip_config_gives_the_layout_shapes_cannot():
+    assert CLIPConfig.from_open_clip(TINY_OPEN_CLIP) == CLIPConfig(*TINY_VIT, **OPEN_CLIP_LAYOUT)
+    assert CLIPConfig.from_open_clip(TINY_OPEN_CLIP_RN) == CLIPConfig(*TINY_RN)  # open_clip's "-quickgelu" RN: OpenAI's
+    source = _randomised(TINY_VIT, **OPEN_CLIP_LAYOUT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the config says what the shapes cannot: nothing to warn about
+        model = build_model(source.state_dict(), TINY_OPEN_CLIP)
+    with pytest.warns(UserWarning, match="not a released OpenAI checkpoint.*config='openai'"):
+        assumed = build_model(source.state_dict())  # shapes alone: the MLP widths, but OpenAI's activation and heads
+    openai_heads = (*TINY_VIT[:8], 1, TINY_VIT[9])  # 64 wide: one text head where TINY_VIT has 2
+    assert assumed.config == CLIPConfig(*openai_heads, vision_mlp_width=160, text_mlp_width=160)
+    tokens, images = _tokens(3, 500, [4, 11, 7]), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for encode, x in ((CLIP.encode_image, images), (CLIP.encode_text, tokens)):
+            assert torch.equal(encode(model, x), encode(source, x))  # the same modules on the same weights
+            wrong, right = encode(assumed, x), encode(source, x)
+            assert (wrong - right).abs().max() > 1e-3 * right.abs().max()  # far beyond rounding: why it warns
+
+
+@pytest.mark.parametrize("option, value", [
+    ("vision_cfg.no_ln_pre", True), ("vision_cfg.attentional_pool", True), ("vision_cfg.final_ln_after_pool", True),
+    ("vision_cfg.ls_init_value", 1e-4), ("vision_cfg.timm_model_name", "eva02_base_patch16_clip_224"),
+    ("text_cfg.hf_model_name", "xlm-roberta-base"), ("text_cfg.hf_tokenizer_name", "bert-base-uncased"),
+    ("text_cfg.pool_type", "eos"), ("text_cfg.proj_bias", True), ("text_cfg.norm_kwargs", {"eps": 1e-6}),
+    ("init_logit_bias", -10), ("multimodal_cfg", {"width": 512}), ("vision_cfg.an_option_from_the_future", 1),
+])  # fmt: skip
+def test_open_clip_options_not_implemented_are_refused(option, value):
+    config = copy.deepcopy(TINY_OPEN_CLIP)
+    *section, key = option.split(".")
+    (config[section[0]] if section else config)[key] = value
+    shown = "{...}" if isinstance(value, dict) else repr(value)
+    with pytest.raises(ValueError, match=re.escape(f"open_clip config sets {option}={shown}: not supported")):
+        build_model({}, config)  # named before any key of the state dict is looked for
+
+
+def test_open_clip_config_of_another_model():
+    state = _randomised(TINY_VIT).state_dict()  # OpenAI's 4x MLPs
+    message = r"does not describe this state dict: vision_mlp_width 160 \(config\) vs 256 \(shapes\)"
+    with pytest.raises(ValueError, match=message):
+        build_model(state, TINY_OPEN_CLIP)
+    with pytest.raises(ValueError, match="expected open_clip's model config.*open_clip.get_model_config"):
+        build_model(state, "ViT-B-32")
+
+
+def test_ddp_prefix_is_stripped():
+    state = _randomised(TINY_VIT).state_dict()
+    ddp = {f"module.{k}": v for k, v in state.items()}  # a state dict saved from DistributedDataParallel(model)
+    assert strip_ddp_prefix(ddp).keys() == state.keys()
+    weights = build_model(ddp, "openai").state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in state.items())
+    partly = {**state, "module.head.weight": torch.zeros(1)}  # only a wrapper's keys all start with it
+    assert strip_ddp_prefix(partly) is partly

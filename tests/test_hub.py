@@ -85,7 +85,9 @@ def test_manifest_lists_the_nine_openai_checkpoints():
 @needs_tiny
 def test_load_by_name_downloads_once_then_reuses(served, tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYPROMPT_CACHE", str(tmp_path / "cache"))
-    model, preprocess = hub.load("tiny-test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a named model is OpenAI's layout: build_model has nothing to warn about
+        model, preprocess = hub.load("tiny-test")
     assert_matches_golden(model, tiny)
     assert files(tmp_path / "cache" / "clip") == ["tiny-test.pt"]  # verified, renamed into place, no .part
     assert len(served.requests) == 1
@@ -170,17 +172,22 @@ def test_offline_never_touches_the_network(served, tmp_path, monkeypatch):
 def test_torchscript_archive(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # torch.jit.load's deprecation notice is kept quiet
-        model, preprocess = hub.load(TINY_JIT)
+        with pytest.warns(UserWarning, match="not a released OpenAI checkpoint"):  # tiny: not one of the nine
+            model, preprocess = hub.load(TINY_JIT)
     assert model.visual.input_resolution == 32
     assert_matches_golden(model, tiny)  # the archive's fp16 tensors were widened to fp32 exactly
 
 
 @needs_tiny
-@pytest.mark.parametrize("wrapped", [False, True], ids=["state_dict", "wrapped"])
-def test_plain_state_dict(tiny, tmp_path, wrapped):
+@pytest.mark.parametrize("form", ["state_dict", "wrapped", "ddp"])
+def test_plain_state_dict(tiny, tmp_path, form):
     path = tmp_path / "tiny.pth"
-    torch.save({"state_dict": tiny["state_dict"], "epoch": 3} if wrapped else tiny["state_dict"], path)
-    model, _ = hub.load(str(path))
+    weights = tiny["state_dict"]
+    if form == "ddp":  # a DistributedDataParallel training checkpoint (open_clip's layout): keys "module.*"
+        weights = {f"module.{k}": v for k, v in weights.items()}
+    torch.save(weights if form == "state_dict" else {"state_dict": weights, "epoch": 3}, path)
+    with pytest.warns(UserWarning, match="not a released OpenAI checkpoint"):  # shapes cannot tell it is OpenAI's
+        model, _ = hub.load(str(path))
     assert_matches_golden(model, tiny)
 
 

@@ -53,7 +53,7 @@ def test_public_surface():
     tokenize = inspect.signature(tinyprompt.tokenize).parameters
     assert [(p.name, p.default) for p in list(tokenize.values())[:3]] == [
         ("texts", inspect.Parameter.empty), ("context_length", 77), ("truncate", False)]
-    assert list(inspect.signature(tinyprompt.build_model).parameters) == ["state_dict"]
+    assert list(inspect.signature(tinyprompt.build_model).parameters) == ["state_dict", "config"]  # config: open_clip's model config, or "openai"
     assert inspect.signature(tinyprompt.build_model).return_annotation is CLIP
     for name in ("encode_image", "encode_text", "forward"):
         assert callable(getattr(CLIP, name))

@@ -156,7 +156,8 @@ def _is_torchscript(path: Path) -> bool:
 def _read_checkpoint(path: Path):
     """What `path` holds: an OpenAI TorchScript archive's state_dict(), else torch.load(weights_only=True).
 
-    A {"state_dict": ...} wrapper (training checkpoints) is unwrapped; build_model checks the rest.
+    A {"state_dict": ...} wrapper (training checkpoints) is unwrapped; build_model strips DDP's "module." prefix
+    and checks the rest.
     """
     if _is_torchscript(path):
         with warnings.catch_warnings():
@@ -184,6 +185,8 @@ def load(name_or_path, device="cpu", download_root=None):
     normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution` (a built-in model's
     also maps uint8 tensors (3, H, W) or (N, 3, H, W)). A built-in model, by name or by path, carries its
     own tokenizer as `model.tokenizer`; OpenAI's models have none and read OpenAI's BPE vocabulary.
+    A file that is not a released OpenAI archive loads with OpenAI's activation and head width and a warning:
+    an open_clip checkpoint needs its model config, `build_model(state_dict, open_clip.get_model_config(name))`.
     """
     key = os.fspath(name_or_path)
     builtin = key if key in BUILTIN_MODELS else None
@@ -197,8 +200,11 @@ def load(name_or_path, device="cpu", download_root=None):
     else:
         raise _unknown(key)
     state_dict = _read_checkpoint(path)
+    # a name is a checkpoint of OpenAI's or tinyprompt's CLIP code: OpenAI's activation and head width, no warning;
+    # a file is recognised by its shapes, else build_model warns that they cannot tell
+    config = "openai" if builtin or key in _manifest() else None
     try:
-        model = build_model(state_dict)  # fp32 (the archives' fp16 tensors widen exactly), eval mode
+        model = build_model(state_dict, config)  # fp32 (the archives' fp16 tensors widen exactly), eval mode
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: {e}") from e
     model = model.to(device)
