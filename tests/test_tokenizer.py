@@ -5,6 +5,7 @@ import os
 import pickle
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,8 @@ def test_lookup_order(bare_env, tmp_path, monkeypatch):
     site = tmp_path / "site"
     clip_copy, open_clip_copy = (_fake_package(site, name, VOCAB) for name in ("clip", "open_clip"))
     monkeypatch.syspath_prepend(str(site))  # ahead of any real clip / open_clip in the environment
+    for name in ("clip", "open_clip"):  # and not the real one an earlier test imported (find_spec reads sys.modules)
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setenv("TINYPROMPT_BPE", str(env_copy))
     monkeypatch.setenv("TINYPROMPT_OFFLINE", "0")
     with FileServer({"/good/" + tk.BPE_NAME: VOCAB.read_bytes(), "/bad/" + tk.BPE_NAME: b"x" * 1000}) as server:
