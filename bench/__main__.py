@@ -23,8 +23,9 @@ SUITES = {
 }
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
+def parse(argv) -> argparse.Namespace:
+    """The arguments of one suite's run, checked without running it (bench/gpu_check.sh --parse-only uses it)."""
+    argv = list(argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
     # only the chosen suite's module is imported: a suite's imports (ftfy, Pillow, ...) never break another
@@ -41,7 +42,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick and args.out is None:  # a small grid must not replace a suite's current numbers
         args.out = str(Path(__file__).resolve().parent / "results" / "quick")
+    return args
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
     return importlib.import_module(args.module).run(args)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

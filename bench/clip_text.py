@@ -66,9 +66,13 @@ def prompt_tokens(n: int, seed: int = 0) -> tuple:
     return tokens, "synthetic"
 
 
-def text_tower(device: str = "cpu", seed: int = 0) -> CLIP:
-    torch.manual_seed(seed)  # OpenAI's initialisation: random weights of realistic scale
-    return CLIP(*VIT_B16).to(device).eval()
+def text_tower(device: str = "cpu", seed: int = 0, width: int = 512) -> CLIP:
+    """ViT-B/16 with random weights (OpenAI's initialisation: realistic scale); `width` < 512 narrows the text tower
+    (heads of 64, as OpenAI's), same depth and code path: the same ops, for counting them cheaply."""
+    torch.manual_seed(seed)
+    config = list(VIT_B16)
+    config[7], config[8] = width, max(1, width // 64)  # transformer_width, transformer_heads
+    return CLIP(*config).to(device).eval()
 
 
 def encode_all(model, tokens, batch: int, full_length: bool):

@@ -8,6 +8,8 @@ How a number is made here:
   resident set (VmHWM, reset through /proc/self/clear_refs) minus the resident set just before the
   run, with glibc's mmap threshold pinned so freed blocks go back to the OS; CUDA:
   max_memory_allocated minus memory_allocated before the run.
+- ops: the aten ops one call dispatches (`bench.opcount`), the CPU proxy of a launch-bound GPU step.
+- precision: fp32 on CPU, bf16 autocast on CUDA (`--dtype` where a suite has it).
 - every row carries device, dtype, shapes, versions and the date; rows go to JSON lines plus a markdown table.
 - one current result per suite and device: `bench/results/<suite>-<cpu|cuda>.{jsonl,md,png}`, replaced by the
   next full run (git keeps the history); `--quick` runs go to `bench/results/quick/`, which git ignores.
@@ -73,6 +75,26 @@ def time_interleaved(fns: dict, device: str, warmup: int = 2, reps: int = 10) ->
 def summarize(seconds: list) -> dict:
     q = statistics.quantiles(seconds, n=10, method="inclusive") if len(seconds) > 1 else seconds * 9
     return {"median_s": statistics.median(seconds), "p20_s": q[1], "p80_s": q[7], "reps": len(seconds)}
+
+
+def add_dtype_arg(parser) -> None:
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto = bf16 autocast on cuda (the papers' mixed precision), fp32 on cpu; bf16 on cpu "
+                             "runs the cuda path's casts (default: auto)")  # fmt: skip
+
+
+def bf16(device: str, dtype: str = "auto") -> bool:
+    """Whether a suite's steps run under bf16 autocast (`--dtype`)."""
+    return dtype == "bf16" or (dtype == "auto" and str(device).startswith("cuda"))
+
+
+def autocast(device: str, dtype: str = "auto") -> torch.autocast:
+    """A fresh autocast context for one step: bf16 where `bf16`, else disabled (fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16(device, dtype))
+
+
+def dtype_label(device: str, dtype: str = "auto") -> str:
+    return "bf16 autocast" if bf16(device, dtype) else "fp32"
 
 
 def peak_memory(factory: str, kwargs: dict, device: str, timeout: float = 1800.0) -> int:

@@ -20,6 +20,9 @@ An out_dir holds one run. train() refuses a folder that already holds one (any o
 write. A resume also refuses a changed config or changed training data (`data_fingerprint`), naming what
 changed, and a checkpoint that is damaged or is not a tinyprompt checkpoint (never unpickled unsafely).
 
+`config.compile` wraps loss_fn in torch.compile (its backward is compiled with it); dynamo runs the parts it
+cannot trace (host-side sampling, data-dependent shapes) eagerly, between graphs.
+
 Multi-process training is `torchrun` + `torch.distributed`: each rank draws its shard of every epoch's
 shuffle (DistributedSampler, seeded by (seed, epoch)), and the gradients of the learned tensors are
 averaged across ranks after every backward (with mean-reduced losses over equal shards this equals one
@@ -91,6 +94,9 @@ class TrainConfig:
     log_every: int = 20  # steps between progress lines; 0 = no progress lines (eval lines still print)
     eval_every: int = 1  # epochs between eval_fn calls (the last epoch is always evaluated)
     select_metric: str | None = None  # key of eval_fn's dict used to keep the best prompt (higher is better)
+    # torch.compile the step's loss computation (its backward follows): True = the default backend (inductor), or a
+    # backend's name ("aot_eager"); opt-in, as the first steps pay the compilation (tens of seconds)
+    compile: bool | str = False
 
     def __post_init__(self):
         self.betas, self.milestones = tuple(self.betas), tuple(self.milestones)
@@ -113,6 +119,11 @@ class TrainConfig:
         _check("gamma", self.gamma, self.gamma > 0, "> 0")
         _check("grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip > 0, "None or > 0")
         _check("seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, "an int >= 0")
+        if isinstance(self.compile, str):
+            backends = torch._dynamo.list_backends(exclude_tags=())  # imports dynamo: only when a backend is named
+            _check("compile", self.compile, self.compile in backends, f"True, False or one of {backends}")
+        else:
+            _check("compile", self.compile, isinstance(self.compile, bool), "True, False or a backend's name")
 
 
 def _check(name, value, ok, allowed):
@@ -273,6 +284,9 @@ def _train(model, loss_fn, train_data, config, out_dir, resume, eval_fn, epoch_s
         for p in params:
             dist.broadcast(p.data, src=0)
 
+    if config.compile:  # dynamo traces through loss_fn into the model; where it cannot, it runs that part eagerly
+        backend = "inductor" if config.compile is True else config.compile
+        loss_fn = torch.compile(loss_fn, backend=backend)
     batches = _epoch_batches(train_data, config, rank, world, device)
     progress = _Progress(config.log_every) if main and config.log_every else None
     for epoch in range(start, config.max_epoch):

@@ -39,6 +39,10 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
   fewer kernel launches (what a GPU step is bound by), smaller ones less padding and cache traffic (what
   a CPU step is bound by): `python -m bench pomp` measures both sides;
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
+The three knobs (`text_chunk`, `checkpoint`, `share_prefix`) also take "auto", resolved on the device each
+pass runs on (`AUTO_ENCODING`): the same function either way, only the order of the arithmetic differs.
+Under torch.compile a pass runs to the longest prompt of all classes (a static shape, exact by causality)
+instead of reading its rows' longest EOT back from the device, which would break the graph.
 """
 import functools
 
@@ -50,9 +54,34 @@ from torch.utils.checkpoint import checkpoint
 from tinyprompt.clip import eot_index as first_eot
 from tinyprompt.tokenizer import clean, model_tokenizer, tokenize_for
 
-__all__ = ["POSITIONS", "ClassPrompts", "context_from_words", "prompt_names", "random_context"]
+__all__ = ["AUTO", "AUTO_ENCODING", "POSITIONS", "ClassPrompts", "check_encoding", "context_from_words", "prompt_names",
+           "random_context"]
 
 POSITIONS = ("end", "middle", "front")  # where the class-name tokens go relative to the context
+AUTO = "auto"  # an encoding knob chosen by the device the prompts are encoded on
+# What "auto" means. A CPU pass is bound by arithmetic and cache traffic: chunks of 256 length-sorted prompts
+# (little padding), each recomputed in backward (memory of one chunk), the shared SOS + context prefix encoded
+# once. A CUDA step of ~1,000 short prompts is bound by kernel launches: one pass, nothing recomputed, and no
+# separate prefix pass (its 12 blocks forward and backward would double the launches): about as many ops as the
+# official formulation (POMP at K 1000, counted on CPU: 1,119 vs 1,013), on a third of its positions
+# (`python -m bench pomp` counts and times both).
+AUTO_ENCODING = {
+    "cpu": {"text_chunk": 256, "checkpoint": True, "share_prefix": True},
+    "accelerator": {"text_chunk": 0, "checkpoint": False, "share_prefix": False},
+}
+
+_KNOB_RULES = {"text_chunk": ("an int >= 0 (0 = all prompts in one pass)", lambda v: type(v) is int and v >= 0),
+               "checkpoint": ("True or False", lambda v: isinstance(v, bool)),
+               "share_prefix": ("True or False", lambda v: isinstance(v, bool))}
+
+
+def check_encoding(config) -> None:
+    """Refuse an encoding knob of a method's config (those of AUTO_ENCODING it has) that is neither "auto" nor
+    a value of its kind, naming the field."""
+    for name, (allowed, ok) in _KNOB_RULES.items():
+        value = getattr(config, name, AUTO)
+        if value != AUTO and not ok(value):
+            raise ValueError(f"{type(config).__name__}.{name} = {value!r}: use {allowed}, or {AUTO!r} (by device)")
 
 
 def prompt_names(classnames) -> list[str]:
@@ -111,14 +140,15 @@ class ClassPrompts(nn.Module):
     """
 
     def __init__(self, clip, classnames, n_ctx: int, placeholder: str | None = None, position: str = "end",
-                 text_chunk: int = 0, checkpoint: bool = False, share_prefix: bool = True, full_length: bool = False):  # fmt: skip
+                 text_chunk: int | str = 0, checkpoint: bool | str = False, share_prefix: bool | str = True,
+                 full_length: bool = False):  # fmt: skip
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"class token position {position!r} is not one of {POSITIONS}")
         if not classnames:
             raise ValueError("no class names given: a prompt learner needs at least one class")
-        if text_chunk < 0:
-            raise ValueError(f"text_chunk must be >= 0 (0 = all prompts in one pass), got {text_chunk}")
+        if text_chunk != AUTO and text_chunk < 0:
+            raise ValueError(f"text_chunk must be >= 0 (0 = all prompts in one pass) or {AUTO!r}, got {text_chunk}")
         self.n_cls, self.n_ctx, self.position = len(classnames), n_ctx, position
         self.text_chunk, self.checkpoint, self.share_prefix, self.full_length = text_chunk, checkpoint, share_prefix, full_length
         # context vectors before the class tokens; an odd "middle" puts the shorter half first, as CoOp
@@ -225,6 +255,11 @@ class ClassPrompts(nn.Module):
         source = self._layout(self.name_length[idx], length)[:, start:, None].expand(rows, length - start, width)
         return sequence.gather(1, source)  # (R, L - start, width): copies, so prompts are exact
 
+    def encoding(self, device: torch.device) -> dict:
+        """{text_chunk, checkpoint, share_prefix} of a pass on `device`: each as set, AUTO_ENCODING's where "auto"."""
+        by_device = AUTO_ENCODING["cpu" if torch.device(device).type == "cpu" else "accelerator"]
+        return {name: by_device[name] if getattr(self, name) == AUTO else getattr(self, name) for name in by_device}
+
     def shared_prefix_length(self, ctx: torch.Tensor) -> int:
         """Leading positions identical in every prompt: SOS plus the context before the class tokens."""
         if ctx.dim() != 2:
@@ -239,30 +274,33 @@ class ClassPrompts(nn.Module):
             unique, inverse = torch.unique(class_idx, return_inverse=True)
             if unique.shape[0] < class_idx.shape[0]:
                 return self.encode(clip, ctx, unique)[inverse]
-        prefix = self.shared_prefix_length(ctx) if self.share_prefix and not self.full_length else 0
+        share_prefix = self.encoding(ctx.device)["share_prefix"] and not self.full_length
+        prefix = self.shared_prefix_length(ctx) if share_prefix else 0
         states = None
         if prefix > 1 and class_idx.shape[0] > 1:  # SOS + context: the same states in every prompt, once per call
             states = clip.text_prefix(self.assemble(ctx, class_idx[:1], prefix, clip))
-        if not self.text_chunk:
+        text_chunk = self.encoding(ctx.device)["text_chunk"]
+        if not text_chunk:
             return self._encode_chunk(clip, ctx, class_idx, states)
         # as few chunks as text_chunk allows, of equal size, over the rows sorted by length: each chunk runs to
         # its own longest EOT, so rows are padded by the few positions their neighbours in length add
         order = torch.sort(self.eot_index[class_idx], stable=True)[1]
         pieces = []
-        for part in order.tensor_split(-(-order.numel() // self.text_chunk)):
+        for part in order.tensor_split(-(-order.numel() // text_chunk)):
             part_ctx = ctx if ctx.dim() == 2 else ctx[part]
             pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part], states))
         return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order
 
     def _encode_chunk(self, clip, ctx, class_idx, states):
-        if self.checkpoint and torch.is_grad_enabled():  # keep only inputs; recompute in backward
+        if self.encoding(ctx.device)["checkpoint"] and torch.is_grad_enabled():  # keep inputs; recompute in backward
             return checkpoint(functools.partial(self._encode_rows, clip), ctx, class_idx, states, use_reentrant=False)
         return self._encode_rows(clip, ctx, class_idx, states)
 
     def _encode_rows(self, clip, ctx, class_idx, states):
         """Features of the rows `class_idx`, truncated at their longest EOT; after the prefix `states` when given."""
         eot = self.eot_index[class_idx]  # (R,)
-        length = self.length if self.full_length else int(eot.max()) + 1
+        static = self.full_length or torch.compiler.is_compiling()  # no data-dependent length in a compiled graph
+        length = self.length if static else int(eot.max()) + 1
         if states is None:
             return clip.encode_text_embeddings(self.assemble(ctx, class_idx, length, clip), eot)
         p = states[0][0].shape[1]  # the prefix positions are in `states`: only the rest is assembled

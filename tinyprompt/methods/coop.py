@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyprompt.methods.saved import SavedPrompt
-from tinyprompt.prompts import POSITIONS, ClassPrompts, context_from_words, random_context
+from tinyprompt.prompts import POSITIONS, ClassPrompts, check_encoding, context_from_words, random_context
 
 __all__ = ["CoOp", "CoOpConfig"]
 
@@ -38,9 +38,11 @@ class CoOpConfig:
     class_token_position: str = "end"  # "end" | "middle" | "front": where the class name sits in the prompt
     init_std: float = 0.02  # std of the random init (CoOp)
     loss: str = "cross_entropy"  # F.cross_entropy (official) | tinyprompt.kernels.sampled_softmax_loss (same numbers)
-    text_chunk: int = 0  # prompts per text-encoder pass, one prompt length each (no padding); 0 = one padded pass
-    checkpoint: bool = False  # recompute each chunk's activations in backward: less memory, ~1/3 more text compute
-    share_prefix: bool = True  # encode SOS + the shared context once for all classes (exact, causal mask)
+    text_chunk: int | str = 0  # prompts per text-encoder pass, sorted by length (less padding); 0 = one padded pass
+    checkpoint: bool | str = False  # recompute each chunk's activations in backward: less memory, ~1/3 more text compute
+    # encode SOS + the shared context once for all classes (exact, causal mask); "auto": on CPU only, where it saves
+    # arithmetic, as a CUDA step is bound by launches and a prefix pass adds them (tinyprompt.prompts.AUTO_ENCODING)
+    share_prefix: bool | str = "auto"
     full_length: bool = False  # run all 77 positions of every prompt, as the official code (for comparisons)
 
     def __post_init__(self):
@@ -56,8 +58,7 @@ class CoOpConfig:
             raise ValueError(f"CoOpConfig.init_std = {self.init_std!r}: use a value > 0")
         if self.loss not in LOSSES:
             raise ValueError(f"CoOpConfig.loss = {self.loss!r}: use one of {LOSSES}")
-        if not isinstance(self.text_chunk, int) or self.text_chunk < 0:
-            raise ValueError(f"CoOpConfig.text_chunk = {self.text_chunk!r}: use an int >= 0 (0 = all classes at once)")
+        check_encoding(self)
 
 
 class CoOp(SavedPrompt, nn.Module):

@@ -203,9 +203,12 @@ class POMPConfig:
     sampler_seed: int = 0  # seed of the negative draws
     per_rank_negatives: bool = True  # each DDP rank draws its own negatives (official); False: shared
     dedup: bool = True  # one text row and one column per unique positive class (same loss and gradients)
-    text_chunk: int = 256  # prompts per text-encoder pass (0 = all at once): bounds activation memory
-    checkpoint: bool = True  # recompute each chunk in backward: memory of one chunk, ~1/3 more text compute
-    share_prefix: bool = True  # encode SOS + the shared context once per chunk (exact, causal mask)
+    # how the K prompts are encoded (the same function either way); "auto" picks by device, CPU: chunks of 256
+    # checkpointed, the prefix shared; CUDA: one pass of all K, nothing recomputed, no prefix pass: about as many
+    # kernel launches as the official step (tinyprompt.prompts.AUTO_ENCODING)
+    text_chunk: int | str = "auto"  # prompts per text-encoder pass (0 = all at once): bounds activation memory
+    checkpoint: bool | str = "auto"  # recompute each chunk in backward: memory of one chunk, ~1/3 more text compute
+    share_prefix: bool | str = "auto"  # encode SOS + the shared context once per chunk (exact, causal mask)
     full_length: bool = False  # run all 77 positions of every prompt, as the official code (comparisons)
 
     def __post_init__(self):
@@ -220,7 +223,7 @@ class POMPConfig:
             raise ValueError(f"POMPConfig.sampler = {self.sampler!r}: use one of {SAMPLERS}")
         if not isinstance(self.sampler_seed, int) or self.sampler_seed < 0:
             raise ValueError(f"POMPConfig.sampler_seed = {self.sampler_seed!r}: use an int >= 0")
-        self.coop_config()  # n_ctx, init_std, text_chunk are checked by CoOpConfig
+        self.coop_config()  # n_ctx, init_std and the encoding knobs are checked by CoOpConfig
 
     def coop_config(self) -> CoOpConfig:
         """The CoOp prompt this config learns (a shared context: POMP has no class-specific contexts)."""
@@ -287,7 +290,10 @@ class POMP(SavedPrompt, nn.Module):
         """The training step's loss, mean_i [logsumexp_j z_ij - z_i0] (module docstring): features (B, M, E) of
         M views of B images (or (B, E), one view) with labels (B,), against the K-1 negatives of global step `step`
         on `rank` (`negatives`), shared by every row. With margin "official", `official_loss` up to rounding."""
-        return self.loss(*view_rows(features, labels), self.negatives(step, rank))
+        # the draw is host-side (a hashed seed, a CPU generator): a compiled step runs it as is, never traced (the
+        # wrapper is made only then, as torch.compiler.disable imports dynamo)
+        draw = torch.compiler.disable(self.negatives) if torch.compiler.is_compiling() else self.negatives
+        return self.loss(*view_rows(features, labels), draw(step, rank))
 
     # ---- saving: the learned context plus what rebuilds the prompt ----
     def prompt_state_dict(self) -> dict:

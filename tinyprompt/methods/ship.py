@@ -38,7 +38,7 @@ from torch import nn
 
 from tinyprompt.methods.saved import SavedPrompt
 from tinyprompt.metrics import accuracy, harmonic_mean
-from tinyprompt.prompts import ClassPrompts, random_context
+from tinyprompt.prompts import ClassPrompts, check_encoding, random_context
 
 __all__ = ["SHIP", "SHIPConfig", "SHIPGenerator", "VARIANTS", "LOGIT_SCALE", "split_base_new", "relabel", "ship_logits",
            "mix_synthetic", "coop_loss", "finetune_loss", "base_new_accuracy"]
@@ -63,17 +63,18 @@ class SHIPConfig:
     gen_hidden: int = 0  # decoder hidden width; 0 = the official 8 D
     kl_weight: float = 1.0  # weight of the KL term (official: 1, no annealing)
     init_std: float = 0.02  # N(0, std^2) for the context and the Linear weights, zero biases (official init)
-    text_chunk: int = 0  # prompts per text-encoder pass (0 = all at once); bounds memory for big batches
-    checkpoint: bool = False  # recompute each chunk's activations in backward: less memory, more compute
+    text_chunk: int | str = 0  # prompts per text-encoder pass (0 = all at once); bounds memory for big batches
+    checkpoint: bool | str = False  # recompute each chunk's activations in backward: less memory, more compute
     full_length: bool = False  # run all 77 positions, as the official code (for comparisons)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"SHIPConfig.variant = {self.variant!r}: use one of {tuple(VARIANTS)}")
-        for name, low in (("n_ctx", 1), ("enc_hidden", 0), ("gen_hidden", 0), ("text_chunk", 0)):
+        for name, low in (("n_ctx", 1), ("enc_hidden", 0), ("gen_hidden", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"SHIPConfig.{name} = {value!r}: use an int >= {low}")
+        check_encoding(self)
         if self.kl_weight < 0:
             raise ValueError(f"SHIPConfig.kl_weight = {self.kl_weight!r}: use a value >= 0")
         if self.init_std <= 0:
@@ -157,7 +158,8 @@ class SHIPGenerator(SavedPrompt, nn.Module):
         """
         x = image_features
         norms = x.detach().norm(dim=-1)
-        if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+        # a bool read from the device: a compiled step skips the check (it would split the graph), eager keeps it
+        if not torch.compiler.is_compiling() and not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
             raise ValueError(f"SHIPGenerator needs L2-normalised image features, got norms from {norms.min():.4g} to "
                              f"{norms.max():.4g}: pass f / f.norm(dim=-1, keepdim=True)")
         mu, logvar = self.encoder(x)  # (B, D) each; the label is not an input (quirk 1)

@@ -34,7 +34,7 @@ from torch import nn
 
 from tinyprompt.kernels import ranking_loss
 from tinyprompt.methods.saved import SavedPrompt
-from tinyprompt.prompts import ClassPrompts, random_context
+from tinyprompt.prompts import ClassPrompts, check_encoding, random_context
 
 __all__ = [
     "TaIDPT",
@@ -63,9 +63,9 @@ class TaIDPTConfig:
     temperature_image: float = 40.0  # softmax temperature over image locations: 40 VOC/COCO, 4 NUS-WIDE
     merge_rate: float = 0.5  # test score = merge_rate · global + (1 - merge_rate) · local
     margin: float = 1.0  # hinge margin of the ranking loss (official training call)
-    text_chunk: int = 0  # class prompts per text-encoder pass (0 = all at once)
-    checkpoint: bool = False  # recompute prompt-encoder activations in backward: less memory
-    share_prefix: bool = True  # encode SOS + the shared context once for all classes (exact)
+    text_chunk: int | str = 0  # class prompts per text-encoder pass (0 = all at once)
+    checkpoint: bool | str = False  # recompute prompt-encoder activations in backward: less memory
+    share_prefix: bool | str = "auto"  # SOS + the shared context encoded once (exact); "auto": on CPU only, as CoOp
 
     def __post_init__(self):
         if not isinstance(self.n_ctx, int) or self.n_ctx < 1:
@@ -77,8 +77,7 @@ class TaIDPTConfig:
             raise ValueError(f"TaIDPTConfig.merge_rate = {self.merge_rate!r}: use a value in [0, 1]")
         if self.margin < 0:
             raise ValueError(f"TaIDPTConfig.margin = {self.margin!r}: use a value >= 0")
-        if not isinstance(self.text_chunk, int) or self.text_chunk < 0:
-            raise ValueError(f"TaIDPTConfig.text_chunk = {self.text_chunk!r}: use an int >= 0 (0 = all classes at once)")
+        check_encoding(self)
 
 
 def global_logits(feats: torch.Tensor, class_emb: torch.Tensor, logit_scale: float = 4.0) -> torch.Tensor:
@@ -136,14 +135,21 @@ class CaptionFeatures:
     lengths: torch.Tensor  # (N,) EOT index + 1
     offsets: torch.Tensor  # (N,) where caption n starts in token_feats (repeated captions share one run)
 
+    def __post_init__(self):
+        # the corpus's longest caption, read once: a compiled step pads every batch to it (a static shape; padding is
+        # masked out, so the same logits) instead of reading the batch's longest back from the device
+        self.longest = int(self.lengths.max()) if len(self.lengths) else 0
+
     def __len__(self) -> int:
         return self.global_feats.shape[0]
 
     def batch(self, idx: torch.Tensor):
-        """(global (B, E), local (B, L, E), padding mask (B, L)) of captions idx; L = their longest."""
+        """(global (B, E), local (B, L, E), padding mask (B, L)) of captions idx; L = their longest (compiled: the
+        corpus's longest)."""
         idx = idx.to(self.lengths.device)
         lengths = self.lengths[idx]
-        positions = torch.arange(int(lengths.max()), device=idx.device)  # (L,)
+        longest = self.longest if torch.compiler.is_compiling() else int(lengths.max())
+        positions = torch.arange(longest, device=idx.device)  # (L,)
         mask = positions[None] >= lengths[:, None]  # (B, L) True after EOT
         rows = (self.offsets[idx, None] + positions[None]).masked_fill(mask, 0)  # padded slots read row 0
         return self.global_feats[idx], self.token_feats[rows], mask

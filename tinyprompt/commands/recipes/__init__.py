@@ -1,10 +1,11 @@
 """Runnable training recipes, one module per method, run by `tinyprompt train <method> ...` (commands/train.py).
 
 A recipe module provides `add_args(parser)` and `run(args)`. This file holds what recipes share: the run flags
-(what to do with an earlier run in --out, workers, device) and the check of --out before any work, the
-image-classification data of a run (a CoOp split file, or train/val/test image folders) and the items' part of
-a run's data fingerprint. Argument types every command shares are in `tinyprompt.commands.args`.
+(what to do with an earlier run in --out, workers, device, --compile), --text-chunk's values, the check of --out
+before any work, the image-classification data of a run (a CoOp split file, or train/val/test image folders) and
+the items' part of a run's data fingerprint. Argument types every command shares are in `tinyprompt.commands.args`.
 """
+import argparse
 import os
 from pathlib import Path
 
@@ -12,13 +13,35 @@ from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float,
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.engine import PRECISIONS, TrainConfig, check_out_dir
+from tinyprompt.prompts import AUTO
 
 __all__ = ["FLAGS", "add_model_arg", "add_split_args", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_splits",
-           "item_list"]
+           "item_list", "text_chunk_arg", "TEXT_CHUNK_HELP", "add_compile_arg"]
 
 # the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
 FLAGS = {"out_dir": "--out", "resume": "--resume", "overwrite": "--overwrite", "lr": "--lr",
          "precision": "--precision fp32"}
+
+
+# how --text-chunk's "auto" resolves (tinyprompt.prompts.AUTO_ENCODING), for the recipes' help texts
+TEXT_CHUNK_HELP = ("'auto' = by device: 256 on CPU (little padding, less cache traffic), one pass on CUDA (a step of "
+                   "~1,000 prompts is bound by kernel launches)")
+
+
+def text_chunk_arg(text: str):
+    """--text-chunk: 'auto' (resolved on the device the prompts are encoded on) or an int >= 0."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int_at_least(0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"use 'auto' or an int >= 0, got {text!r}") from None
+
+
+def add_compile_arg(group) -> None:
+    group.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                       help="torch.compile the step's loss (inductor, or the named backend, e.g. aot_eager); "
+                            "the first steps pay the compilation")  # fmt: skip
 
 
 def add_model_arg(group) -> None:
@@ -51,10 +74,11 @@ def add_precision_arg(group, note: str = "") -> None:
                        help="auto = fp32 on CPU, bf16 autocast on CUDA" + note)
 
 
-# TrainConfig field -> the shared flag that sets it (add_sgd_args, add_precision_arg, add_run_args, --seed)
+# TrainConfig field -> the shared flag that sets it (add_sgd_args, add_precision_arg, add_run_args, add_compile_arg,
+# --seed)
 _CONFIG_FLAGS = {"max_epoch": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
                  "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "warmup_lr": "warmup_lr",
-                 "precision": "precision", "seed": "seed", "num_workers": "workers"}
+                 "precision": "precision", "seed": "seed", "num_workers": "workers", "compile": "compile"}
 
 
 def train_config(args, **fields) -> TrainConfig:

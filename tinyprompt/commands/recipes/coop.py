@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_run_args, add_sgd_args, add_split_args, item_list,
-                                         load_splits, prepare_out, train_config)
+from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_model_arg, add_run_args, add_sgd_args,
+                                         add_split_args, item_list, load_splits, prepare_out, text_chunk_arg,
+                                         train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
 from tinyprompt.engine import is_main_process, train
@@ -63,9 +64,10 @@ def add_args(parser) -> None:
     prompt.add_argument("--class-token-position", default="end", choices=POSITIONS, help="where the class name goes")
     prompt.add_argument("--loss", default="cross_entropy", choices=LOSSES, help="F.cross_entropy, or the same loss "
                         "through tinyprompt.kernels.sampled_softmax_loss")  # fmt: skip
-    prompt.add_argument("--text-chunk", type=int_at_least(0), default=0,
-                        help="class prompts per text-encoder pass, grouped by prompt length (no padding: faster on CPU); "
-                        "0 = all in one padded pass")
+    prompt.add_argument("--text-chunk", type=text_chunk_arg, default=0,
+                        help="class prompts per text-encoder pass, grouped by prompt length (less padding: faster "
+                             "on CPU); 0 = all in one padded pass (fewest kernel launches: best on CUDA); "
+                             + TEXT_CHUNK_HELP)
     prompt.add_argument("--checkpoint-text", action="store_true",
                         help="activation checkpointing of the text encoder (less memory, ~1/3 more text compute)")
     optim = parser.add_argument_group("optimisation (official CoOp defaults)")

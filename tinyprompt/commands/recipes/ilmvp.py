@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, add_precision_arg, add_run_args, add_split_args, item_list,
-                                         load_splits, prepare_out, train_config)
+from tinyprompt.commands.recipes import (FLAGS, add_compile_arg, add_precision_arg, add_run_args, add_split_args,
+                                         item_list, load_splits, prepare_out, train_config)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
@@ -85,6 +85,7 @@ def add_args(parser) -> None:
     run_.add_argument("--eval-every", type=int_at_least(1), default=None,
                       help="epochs between val (else test) evaluations; None = only after the last epoch")
     add_run_args(run_)
+    add_compile_arg(run_)
 
 
 def build_model(args, classnames, device):

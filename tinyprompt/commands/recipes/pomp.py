@@ -10,7 +10,8 @@ classes per step (the positive and 999 sampled negatives) with the local-correct
 Data: a folder per class named by its wnid and a "wnid<TAB>name" file (`tinyprompt.data.largelabel`).
 The frozen image encoder runs once per cached view (`--views` augmented views of every image, a feature
 cache on disk) and each step takes `--views-per-step` distinct views of each image, so a step costs only
-the text side: K prompts through the text encoder with gradients, in checkpointed, EOT-truncated chunks.
+the text side: K prompts through the text encoder with gradients, EOT-truncated, in checkpointed chunks on CPU and
+in one pass on CUDA (`--text-chunk auto`).
 
     tinyprompt train pomp --model ViT-B/16 --data imagenet21k/train --classes imagenet21k_names.tsv \\
         --out runs/pomp_ctx16
@@ -24,14 +25,14 @@ import argparse
 import torch
 
 from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_run_args, add_sgd_args, item_list, prepare_out,
-                                         train_config)
+from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
+                                         add_sgd_args, item_list, prepare_out, text_chunk_arg, train_config)
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
-from tinyprompt.prompts import POSITIONS
+from tinyprompt.prompts import AUTO, POSITIONS
 from tinyprompt.transforms import train_transform
 
 EPOCHS_BY_N_CTX = {4: 5, 16: 20}  # the paper's two settings; other n_ctx default to 20 epochs
@@ -68,11 +69,12 @@ def add_args(parser) -> None:
                         f"one of {MARGINS} (official = the released code's base-10 variant) or a number")  # fmt: skip
     prompt.add_argument("--sampler", default="per_step", choices=SAMPLERS,
                         help="per_step: negatives seeded by (seed, step, rank); official: one seeded generator")
-    prompt.add_argument("--text-chunk", type=int_at_least(0), default=256,
-                        help="prompts per text-encoder pass (0 = all K at once); bounds activation memory. Fewer passes "
-                             "launch fewer kernels (a GPU step of ~1,000 prompts is launch-bound), smaller ones pad less")
+    prompt.add_argument("--text-chunk", type=text_chunk_arg, default=AUTO,
+                        help="prompts per text-encoder pass (0 = all K at once); bounds activation memory. "
+                             + TEXT_CHUNK_HELP + "; 'auto' also shares the SOS + context prefix on CPU only")
     prompt.add_argument("--no-checkpoint-text", action="store_true",
-                        help="keep every chunk's activations instead of recomputing them in backward (faster, more memory)")
+                        help="keep every chunk's activations instead of recomputing them in backward (faster, more "
+                             "memory); without it they are recomputed on CPU and kept on CUDA")  # fmt: skip
     optim = parser.add_argument_group("optimisation (official POMP defaults)")
     add_sgd_args(optim, epochs=None, epochs_help="max epochs; default 5 for n_ctx 4, else 20", batch_size=32,
                  batch_help="images per step and process", lr=0.002,
@@ -83,6 +85,7 @@ def add_args(parser) -> None:
                       help="distinct cached views of each image in a step (official K_TRANSFORMS)")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
     add_run_args(run_)
+    add_compile_arg(run_)
 
 
 def loss_fn(model, batch, info):
@@ -107,7 +110,7 @@ def run(args) -> int:
     clip, _ = load(args.model, device=device)
     config = POMPConfig(n_ctx=args.n_ctx, ctx_init=args.ctx_init, class_token_position=args.class_token_position,
                         k=args.k, margin=args.margin, sampler=args.sampler, sampler_seed=args.seed,
-                        text_chunk=args.text_chunk, checkpoint=not args.no_checkpoint_text)  # fmt: skip
+                        text_chunk=args.text_chunk, checkpoint=False if args.no_checkpoint_text else AUTO)  # fmt: skip
     model = POMP(clip, classnames, config)
     views = cached_features(clip.encode_image, items, train_transform(clip.visual.input_resolution), views=args.views,
                             seed=args.seed, batch_size=args.encode_batch_size, device=device,

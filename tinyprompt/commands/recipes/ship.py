@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, add_model_arg, add_precision_arg, add_run_args, add_split_args,
-                                         item_list, load_splits, prepare_out, train_config)
+from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_precision_arg,
+                                         add_run_args, add_split_args, item_list, load_splits, prepare_out,
+                                         text_chunk_arg, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
 from tinyprompt.engine import distributed_info, train
@@ -93,14 +94,16 @@ def add_args(parser) -> None:
                       "selection (never the test set): H of base and new val accuracy, or base val accuracy only")  # fmt: skip
     fine.add_argument("--eval-every", type=int_at_least(1), default=None,
                       help="fine-tune epochs between val evaluations; None = only after the last epoch (official)")
-    fine.add_argument("--text-chunk", type=int_at_least(0), default=0,
-                      help="prompts per text-encoder pass (0 = all at once); bounds memory for many classes")
+    fine.add_argument("--text-chunk", type=text_chunk_arg, default=0,
+                      help="prompts per text-encoder pass (0 = all at once); bounds memory for many classes; "
+                           + TEXT_CHUNK_HELP)
     run_ = parser.add_argument_group("run")
     run_.add_argument("--views", type=int_at_least(1), default=10,
                       help="augmented views of each training image encoded once and cached (one per image per epoch)")
     add_precision_arg(run_)
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
     add_run_args(run_, resume_help="continue the stages from their checkpoints in --out")
+    add_compile_arg(run_)
 
 
 def _groups(args, splits, classnames):

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float, resolve_device
-from tinyprompt.commands.recipes import FLAGS, add_model_arg, add_run_args, add_sgd_args, prepare_out, train_config
+from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
+                                         add_sgd_args, prepare_out, text_chunk_arg, train_config)
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.features import cached_features, module_fingerprint
@@ -71,7 +72,8 @@ def add_args(parser) -> None:
     prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors of each of the two prompts")
     prompt.add_argument("--temperature-image", type=positive_float, default=None,
                         help="softmax temperature over image locations; default 40, NUS-WIDE 4")
-    prompt.add_argument("--text-chunk", type=int_at_least(0), default=0, help="class prompts per text-encoder pass (0 = all)")
+    prompt.add_argument("--text-chunk", type=text_chunk_arg, default=0,
+                        help="class prompts per text-encoder pass (0 = all at once); " + TEXT_CHUNK_HELP)
     prompt.add_argument("--checkpoint-text", action="store_true", help="activation checkpointing of the prompt encoder")
     optim = parser.add_argument_group("optimisation (official TaI-DPT defaults)")
     add_sgd_args(optim, epochs=20, epochs_help="max epochs", batch_size=512, batch_help="sentences per step", lr=None,
@@ -83,6 +85,7 @@ def add_args(parser) -> None:
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=256, help="captions per encoder pass "
                       "(images: a quarter of it)")  # fmt: skip
     add_run_args(run_)
+    add_compile_arg(run_)
 
 
 def cached_caption_features(clip, tokens: torch.Tensor, batch_size: int, dtype=torch.float32) -> CaptionFeatures:
