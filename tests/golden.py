@@ -2,7 +2,8 @@
 
 The root is $TINYPROMPT_GOLDEN, else `../shared/golden` beside the repository. Tests parametrise over
 `golden_params("clip/clip_*.pt")`: one test id per file (its stem), or a single skipped param saying
-why when the root or the pattern is absent, so a fresh clone elsewhere still passes.
+why when the root or the pattern is absent, so a fresh clone elsewhere still passes. `needs_vocab` skips a
+test that tokenizes with OpenAI's BPE where that file is absent.
 """
 import os
 from pathlib import Path
@@ -12,6 +13,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("TINYPROMPT_GOLDEN") or REPO.parent / "shared" / "golden")
+
+
+# tests that tokenize with OpenAI's BPE (conftest points TINYPROMPT_BPE at ../shared/vocab when it is there)
+needs_vocab = pytest.mark.skipif(
+    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
+    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
+)
 
 
 def golden_params(pattern: str):

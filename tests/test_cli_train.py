@@ -6,7 +6,6 @@ the same prompt bit for bit, two torchrun processes (gloo) give the prompt of on
 documents every flag with its default, and bad flag values fail with clear errors.
 """
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 
 import tinyprompt.engine
 from ddp import torchrun
-from golden import GOLDEN, load
+from golden import GOLDEN, load, needs_vocab
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt.commands.cli import main
 from tinyprompt.clip import build_model
@@ -25,7 +24,7 @@ PIL = pytest.importorskip("PIL.Image", reason="the image data path needs Pillow"
 CLASSES = ["golden_retriever", "tabby_cat", "boeing 747"]
 pytestmark = [
     pytest.mark.skipif(not (GOLDEN / "clip" / "clip_tiny_vit.pt").is_file(), reason=f"no tiny CLIP under {GOLDEN}/clip"),
-    pytest.mark.skipif(not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(), reason="CLIP's BPE file is needed"),
+    needs_vocab,
 ]
 
 

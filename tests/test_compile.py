@@ -10,8 +10,6 @@ A compiled step pads each text pass to the longest prompt of all classes (and Ta
 longest) instead of reading the batch's longest back from the device: the same function by causality and
 masking, another order of the arithmetic, so losses and gradients are compared up to the fp32 rounding bound.
 """
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounter
 
 from tolerance import assert_rounding_close, steps_depth, text_depth, tower_depth
+from golden import needs_vocab
 from tinyprompt.clip import CLIP
 from tinyprompt.engine import TrainConfig, train
 from tinyprompt.methods.coop import CoOp, CoOpConfig
@@ -30,7 +29,7 @@ from tinyprompt.tokenizer import tokenize
 
 pytestmark = [
     pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile is not supported here"),
-    pytest.mark.skipif(not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(), reason="CLIP's BPE file is needed"),
+    needs_vocab,
 ]
 NAMES = ["cat", "dog", "golden retriever", "sea lion", "red fox", "tabby cat"]
 CAPTIONS = ["a cat on a mat", "a dog and a red fox", "a sea lion", "a tabby cat asleep in the sun"]

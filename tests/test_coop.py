@@ -4,15 +4,13 @@ Golden: every `coop/coop_*.pt` (PromptLearner prompts exact, text features 1e-5,
 `coop/train_steps_*.pt` (3 SGD steps: loss rtol 1e-5, grad 1e-4·max|grad|, ctx 1e-5, logits 2e-4).
 The stored ctx is injected (the RNG is not replayed); each file names its CLIP in `model_file`.
 """
-import os
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from golden import GOLDEN, golden_params, load
+from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import assert_rounding_close, text_depth
 from tinyprompt.clip import CLIP, build_model
 from tinyprompt.engine import TrainConfig, build_optimizer
@@ -21,10 +19,6 @@ from tinyprompt.methods import CoOp, CoOpConfig
 from tinyprompt.metrics import accuracy, harmonic_mean
 
 NAMES = ["golden_retriever", "cat", "Annual Crop Land", "st. bernard", "a (b)"]
-needs_vocab = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
 _MODELS = {}
 
 

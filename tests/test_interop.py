@@ -9,14 +9,12 @@ prompt files, in and out.
 - wrong shapes, unknown layouts and pickled objects each fail with one line that names the problem.
 The expected features are computed the same way from the same fp32 values, so they are compared bit for bit.
 """
-import os
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from golden import GOLDEN
+from golden import GOLDEN, needs_vocab
 from torch import nn
 
 import tinyprompt
@@ -26,10 +24,6 @@ from tinyprompt.methods import (ILMVP, POMP, CoOp, CoOpConfig, ILMVPConfig, POMP
                                 export_prompt, import_prompt, load_prompt, read_prompt)
 from tinyprompt.methods.ilmvp import AdditivePrompt, PaddingPrompt
 
-needs_vocab = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
 NAMES, OTHER = ["cat", "golden_retriever", "a (b)"], ["tabby cat", "boeing 747"]
 
 

@@ -1,20 +1,16 @@
 """tinyprompt.methods: one registry for saved prompts. A saved prompt names its method; `load_prompt` rebuilds
 that method around a CLIP for any class list, from a file or a state dict, and `tinyprompt eval` uses it."""
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from golden import needs_vocab
 from tinyprompt.clip import CLIP
 from tinyprompt.commands.cli import main
 from tinyprompt.methods import (METHODS, POMP, CoOp, CoOpConfig, POMPConfig, SHIPConfig, SHIPGenerator, TaIDPT, TaIDPTConfig,
                                 load_prompt, read_prompt)
 
-pytestmark = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
+pytestmark = needs_vocab
 NAMES, OTHER = ["cat", "dog", "golden retriever"], ["tabby cat", "boeing 747"]
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ddp import torchrun
-from golden import GOLDEN, golden_params, load
+from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt import engine
 from tinyprompt.clip import CLIP, build_model
@@ -32,10 +31,6 @@ from tinyprompt.commands.recipes.pomp import loss_fn as recipe_loss_fn
 # golden variant key -> POMPConfig.margin
 VARIANTS = {"code": "official", "paper": "paper", "ln_adjusted": "ln_adjusted", "nomargin": "none"}
 NAMES = ["golden_retriever", "tabby cat", "boeing 747", "st. bernard", "a (b)", "sea lion", "kite", "toucan"]
-needs_vocab = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
 needs_tiny_vit = pytest.mark.skipif(not (GOLDEN / "clip" / "clip_tiny_vit.pt").is_file(),
                                     reason=f"no tiny CLIP under {GOLDEN}/clip")  # fmt: skip
 

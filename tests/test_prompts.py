@@ -3,22 +3,18 @@
 The golden CoOp cases (official PromptLearner outputs) are checked in test_coop.py; here the pieces are
 checked against the plain formulation: the official 77-token encoding of the assembled prompts.
 """
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from golden import needs_vocab
 from tinyprompt.clip import CLIP
 from tinyprompt.prompts import ClassPrompts, context_from_words, random_context
 from tinyprompt.tokenizer import get_tokenizer, tokenize
 from tolerance import assert_rounding_close, text_depth
 
 NAMES = ["golden_retriever", "cat", "Annual Crop Land", "st. bernard", "a (b)", "jack-o'-lantern", "x"]
-pytestmark = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
+pytestmark = needs_vocab
 
 
 @pytest.fixture(scope="module")

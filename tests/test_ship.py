@@ -7,14 +7,13 @@ Each file's variant (ReLU / LeakyReLU decoder) and sizes come from its `meta`; s
 """
 import inspect
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from golden import GOLDEN, golden_params, load
+from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import adam_first_step_bound, assert_rounding_close, assert_within, text_depth
 from tinyprompt.commands.cli import main
 from tinyprompt.clip import CLIP, build_model
@@ -28,10 +27,6 @@ from tinyprompt.commands.recipes.ship import SETTINGS
 from tinyprompt.prompts import ClassPrompts
 from tinyprompt.tokenizer import tokenize
 
-needs_vocab = pytest.mark.skipif(
-    not Path(os.environ.get("TINYPROMPT_BPE", "")).is_file(),
-    reason="CLIP's BPE file is needed to tokenize class names: set TINYPROMPT_BPE (conftest finds ../shared/vocab)",
-)
 _CLIPS = {}
 
 
