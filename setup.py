@@ -15,7 +15,8 @@ setup(
     packages=["tinyprompt", "tinyprompt.methods", "tinyprompt.data", "tinyprompt.commands", "tinyprompt.commands.recipes", "tinyprompt.kernels", "tinyprompt.weights"],
     # the repository keeps kernels/ and weights/ at the top level; they install inside the package
     package_dir={"tinyprompt.kernels": "kernels", "tinyprompt.weights": "weights"},
-    package_data={"tinyprompt.weights": ["*.json", "synthetic.pt", "synthetic_bpe.txt"]},  # the built-in tiny CLIP
+    # the built-in tiny CLIP and the model manifests; the papers' published numbers (tinyprompt.protocols)
+    package_data={"tinyprompt.weights": ["*.json", "synthetic.pt", "synthetic_bpe.txt"], "tinyprompt.data": ["*.json"]},
     install_requires=[
         "torch",
         "numpy",

@@ -167,16 +167,17 @@ def _help_blocks(capsys, *command) -> dict:
 REQUIRED = None  # no default: --help must not show one
 HELP_DEFAULTS = {
     ("train", "coop"): {
-        "--model": REQUIRED, "--data": REQUIRED, "--split": "None", "--shots": "16", "--seed": "1", "--out": REQUIRED,
-        "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--class-token-position": "end",
+        "--model": REQUIRED, "--data": "None", "--split": "None", "--dataset": "None", "--root": "None",
+        "--shots": "16", "--seed": "1", "--subsample": "all", "--out": REQUIRED, "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--class-token-position": "end",
         "--loss": "cross_entropy", "--text-chunk": "0", "--checkpoint-text": "False", "--epochs": "None",
         "--batch-size": "32", "--lr": "0.002", "--momentum": "0.9", "--weight-decay": "0.0005",
         "--warmup-epochs": "1", "--warmup-lr": "1e-05", "--precision": "auto", "--views": "10",
         "--reencode": "False", "--eval-every": "1", "--resume": "False", "--overwrite": "False", "--workers": "0",
-        "--encode-batch-size": "64", "--device": "auto",
+        "--encode-batch-size": "64", "--device": "auto", "--compile": "False",
     },  # CoOp's official defaults: SGD lr 0.002, momentum 0.9, wd 5e-4, batch 32, 16 ctx, 1 warm-up epoch at 1e-5
     ("eval",): {
-        "--prompt": REQUIRED, "--model": REQUIRED, "--data": REQUIRED, "--split": "None", "--subset": "test",
+        "--prompt": REQUIRED, "--model": REQUIRED, "--data": "None", "--split": "None", "--dataset": "None",
+        "--root": "None", "--subset": "test",
         "--classes": "None", "--batch-size": "64", "--workers": "0", "--text-chunk": "0", "--device": "auto",
         "--output": "None",
     },

@@ -9,13 +9,14 @@ import sys
 
 import torch
 
-from tinyprompt.commands import demo, evaluate, export, models, prompt_files, train, zeroshot
+from tinyprompt.commands import demo, evaluate, export, models, prompt_files, reproduce, train, zeroshot
 
 # subcommand: (module, one-line help)
 COMMANDS = {
     "demo": (demo, "zero-shot and all five methods on the built-in synthetic world (offline, minutes)"),
     "zeroshot": (zeroshot, "zero-shot accuracy of a CLIP model on a folder-per-class image set"),
     "train": (train, "learn a prompt with one of the methods (tinyprompt train METHOD --help)"),
+    "reproduce": (reproduce, "a paper's table on your data: the protocol's grid over datasets and seeds, resumable"),
     "eval": (evaluate, "accuracy of a saved prompt on a labelled image set, with any class list"),
     "export-classifier": (export, "L2-normalised class embeddings (C, E) of a saved prompt, as .npy"),
     "models": (models, "the names --model takes, their download sizes and which are cached"),

@@ -9,11 +9,14 @@ evaluating several prompts on one dataset encodes its images once.
 
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data imagenet-a/   (folder per class)
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data caltech/ --split split_zhou_Caltech101.json
+    tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --dataset imagenet_r --root $DATA   (registry)
 """
 import json
 from pathlib import Path
 
 from tinyprompt.commands.args import REQUIRED, class_names, int_at_least, resolve_device
+from tinyprompt.data.datasets import DATASETS, get_dataset
+from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
@@ -28,10 +31,14 @@ def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED,
                         help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
                         "or checkpoint path")
-    parser.add_argument("--data", **REQUIRED, help="image folder with one sub-folder per class, or with --split the "
-                        "image root of the split file")  # fmt: skip
+    parser.add_argument("--data", default=None, help="image folder with one sub-folder per class, or with --split the "
+                        "image root of the split file; or use --dataset and --root")  # fmt: skip
     parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json; evaluates its --subset")
-    parser.add_argument("--subset", default="test", choices=["train", "val", "test"], help="which part of --split")
+    parser.add_argument("--dataset", default=None, help=f"a registered dataset: {', '.join(DATASETS)} (CoOp's "
+                        f"layouts under --root); evaluates its --subset")  # fmt: skip
+    parser.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
+    parser.add_argument("--subset", default="test", choices=["train", "val", "test"],
+                        help="which part of --split or --dataset")
     parser.add_argument("--classes", default=None, help="display names for the class folders (as `tinyprompt zeroshot "
                         "--classes`): a comma-separated list, a file with one name per line, or 'folder<TAB>name' lines")  # fmt: skip
     parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="images per encoder pass")
@@ -44,29 +51,41 @@ def add_args(parser) -> None:
 
 
 def run(args) -> int:
-    if args.split is not None and args.classes is not None:
-        raise ValueError("--classes renames class folders; with --split the names come from the split file: drop one")
+    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
+        raise ValueError("pass either --data (a folder per class, or the image root of --split) or --dataset NAME "
+                         "with --root DATA")  # fmt: skip
+    if (args.split is not None or args.dataset is not None) and args.classes is not None:
+        raise ValueError("--classes renames class folders; with --split or --dataset the names come from the split "
+                         "files: drop --classes")  # fmt: skip
     device = resolve_device(args.device)
     state = read_prompt(args.prompt)
     if not hasattr(METHODS[state["method"]], "forward_features"):  # TaI-DPT's multi-label scores, SHIP's generator
         raise ValueError(f"{args.prompt} is a {state['method']} prompt: `tinyprompt eval` measures the single-label "
                          f"accuracy of CoOp and POMP prompts (and of the CoOp prompt.pt a SHIP run writes)")
-    if args.split is not None:
+    if args.dataset is not None:
+        if get_dataset(args.dataset).multilabel:
+            raise ValueError(f"--dataset {args.dataset} is multi-label: `tinyprompt eval` measures single-label "
+                             f"accuracy; TaI-DPT's mAP is measured by tinyprompt train taidpt --eval-data")  # fmt: skip
+        splits, classnames = load_dataset(args.dataset, args.root)
+        items = splits[args.subset]
+    elif args.split is not None:
         splits = read_split_file(args.split, args.data)
         items, classnames = splits[args.subset], classnames_from_items(splits["train"])
     else:
         items = folder_items(args.data)
         classnames = class_names(args.classes, find_classes(args.data), args.data)
     if not items:
-        raise ValueError(f"no images to evaluate in {args.split or args.data} ({args.subset}): pick another subset")
+        raise ValueError(f"no images to evaluate in {args.dataset or args.split or args.data} ({args.subset}): pick "
+                         f"another subset")  # fmt: skip
     clip, preprocess = load(args.model, device=device)
     features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
                                device=device, num_workers=args.workers)[0]  # fmt: skip
     model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
     result = accuracy_of_features(model, features, [item.label for item in items])
-    result = {"prompt": str(args.prompt), "model": str(args.model), "data": str(args.data), "images": len(items),
+    source = f"{args.dataset} ({args.subset}) under {args.root}" if args.dataset else str(args.data)
+    result = {"prompt": str(args.prompt), "model": str(args.model), "data": source, "images": len(items),
               "classes": len(classnames), **result}  # fmt: skip
-    print(f"{state['method']} prompt {args.prompt} on {args.data}: {len(items)} images, {len(classnames)} classes")
+    print(f"{state['method']} prompt {args.prompt} on {source}: {len(items)} images, {len(classnames)} classes")
     print("  ".join(f"{k} accuracy: {result[k]:.2f}%" for k in ("top1", "top5") if k in result))
     if args.output is not None:
         with atomic_write(args.output, "w") as f:

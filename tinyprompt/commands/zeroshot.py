@@ -1,5 +1,6 @@
-"""`tinyprompt zeroshot --model M --data DIR`: zero-shot accuracy of a CLIP on a folder-per-class image set, or
-`--dataset NAME --root DATA`: on the test split of a registered dataset (`tinyprompt.data.datasets`).
+"""`tinyprompt zeroshot --model M --data DIR`: zero-shot accuracy of a CLIP on a folder-per-class image set,
+`--data ROOT --split FILE`: on a part of a CoOp split file, or `--dataset NAME --root DATA`: on a part of a
+registered dataset (`tinyprompt.data.datasets`); --subset picks the part (default: test).
 
 Builds the classifier from the class names and templates (`tinyprompt.zeroshot`, where the math is), prints
 top-1 (and top-5) accuracy, and with `--predictions` writes one row per image.
@@ -12,10 +13,10 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from tinyprompt.commands.args import REQUIRED, class_names, resolve_device
-from tinyprompt.data.datasets import DATASETS
+from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import ImageFolder
-from tinyprompt.data.splits import ImageDataset
+from tinyprompt.data.splits import ImageDataset, classnames_from_items, read_split_file
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.templates import get_templates
@@ -28,9 +29,13 @@ def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED, help="model name (see `tinyprompt models`) or checkpoint path")
     parser.add_argument("--data", default=None, help="image folder with one sub-folder per class (sorted = label "
                         "order); or use --dataset and --root")  # fmt: skip
-    parser.add_argument("--dataset", default=None, help=f"a registered dataset, evaluated on its test split: "
+    parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json with paths under --data; evaluates "
+                        "its --subset")  # fmt: skip
+    parser.add_argument("--dataset", default=None, help=f"a registered dataset, evaluated on its --subset: "
                         f"{', '.join(DATASETS)} (CoOp's layouts under --root)")  # fmt: skip
     parser.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
+    parser.add_argument("--subset", default="test", choices=["train", "val", "test"],
+                        help="which part of --split or --dataset")
     parser.add_argument(
         "--classes", default=None,
         help="display names for the class folders (None: the folder names): a comma-separated list or a file "
@@ -70,15 +75,27 @@ def run(args) -> int:
         raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
     if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
         raise ValueError("pass either --data FOLDER (one sub-folder per class) or --dataset NAME with --root DATA")
-    if args.dataset is not None and args.classes is not None:
-        raise ValueError("--classes renames class folders; a --dataset names its own classes: drop --classes")
+    if (args.dataset is not None or args.split is not None) and args.classes is not None:
+        raise ValueError("--classes renames class folders; a --dataset or --split names its own classes: drop --classes")
+    if args.split is not None and args.data is None:
+        raise ValueError("--split needs --data, the folder its image paths start from")
     templates = get_templates(args.templates)
     device = resolve_device(args.device)
-    if args.dataset is not None:  # checked before the model loads: a wrong root fails in a second
-        splits, classnames = load_dataset(args.dataset, args.root)
-        samples, source = splits["test"], f"{args.dataset} (test split) under {args.root}"
+    if args.dataset is not None or args.split is not None:  # checked before the model loads: a bad root fails at once
+        if args.dataset is not None:
+            if get_dataset(args.dataset).multilabel:
+                raise ValueError(f"--dataset {args.dataset} is multi-label: score it with mAP (TaI-DPT: tinyprompt "
+                                 f"train taidpt --eval-data ...), not top-1 accuracy")  # fmt: skip
+            splits, classnames = load_dataset(args.dataset, args.root)
+            source = f"{args.dataset} ({args.subset} split) under {args.root}"
+        else:
+            splits = read_split_file(args.split, args.data)
+            classnames, source = classnames_from_items(splits["train"]), f"{args.split} ({args.subset} split)"
+        samples = splits[args.subset]
+        if not samples:
+            raise ValueError(f"{source} holds no images: pick another --subset")
     model, preprocess = load(args.model, device=device)
-    if args.dataset is not None:
+    if args.dataset is not None or args.split is not None:
         dataset = ImageDataset(samples, transform=preprocess)
     else:
         dataset = ImageFolder(args.data, transform=preprocess)

@@ -25,19 +25,28 @@ drawn from a seed. The tasks, and the paper each one is for:
 The `write_*` functions put a task on disk in the formats the real-data commands read: a folder per
 class, CoOp's split_zhou JSON, a multi-label JSONL list with a caption file, and an ImageNet-21K-style
 folder per class id with a "wnid<TAB>name" file. Images are PNG files (Pillow, imported on first use).
+
+`write_benchmark_root` writes a whole data root for `tinyprompt.data.datasets.load`: each of CoOp's 15
+registry entries in its exact official layout (folders, split files, lists, classnames.txt; JPEG files,
+as the real datasets ship), each filled with a synthetic task of its own (`BENCHMARK_LAYOUTS`), so the
+real-data commands (`tinyprompt reproduce coop`) run end to end without downloading a dataset.
 """
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from tinyprompt.data.synthetic import COLOURS, PATTERNS, SHAPES, SIZES, derive_seed, describe, render, sample_scenes
+from tinyprompt.data.datasets import DATASETS, AircraftLists, SplitFile
+from tinyprompt.data.synthetic import (COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, TEXTURES, derive_seed, describe,
+                                       render, sample_scenes)
 from tinyprompt.io import atomic_write
 
 __all__ = [
     "Split", "Task", "shapes", "colours", "combinations", "backgrounds", "scenes", "large_label_space", "held_out",
     "base_new", "source_target", "write_image_folder", "write_split_file", "write_multilabel", "write_large_label",
+    "Layout", "BENCHMARK_LAYOUTS", "write_benchmark_root",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -205,13 +214,18 @@ def source_target(per_class=(16, 4, 20), seed: int = 0, source_resolution: int =
 
 # ------------------------------------------------------------------------------------------ on disk
 
-def _save_png(image: torch.Tensor, path: Path) -> None:
+ENCODINGS = {".png": {"format": "PNG"}, ".jpg": {"format": "JPEG", "quality": 90},
+             ".jpeg": {"format": "JPEG", "quality": 90}}  # suffix -> Pillow's save options (JPEG: 4:2:0, as photos)
+
+
+def _save_image(image: torch.Tensor, path: Path) -> None:
+    """Save a uint8 (3, R, R) image in the encoding its suffix names (.png, .jpg or .jpeg, any case)."""
     try:
         from PIL import Image
     except ImportError as e:
         raise ImportError("writing synthetic images needs Pillow: pip install 'tinyprompt[images]'") from e
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, format="PNG")
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, **ENCODINGS[path.suffix.lower()])
 
 
 def _folder(classname: str) -> str:
@@ -224,7 +238,7 @@ def _write_images(task: Task, split: str, root: Path, folders) -> list:
     paths = []
     for i, image in enumerate(data.images):
         relative = Path(folders[int(data.labels[i])]) / f"{split}_{i:05d}.png"
-        _save_png(image, root / relative)
+        _save_image(image, root / relative)
         paths.append(relative.as_posix())
     return paths
 
@@ -262,7 +276,7 @@ def write_multilabel(task: Task, root, split: str = "test") -> tuple:
     labels, captions = [], []
     for i, (image, row, caption) in enumerate(zip(data.images, data.labels, data.captions)):
         relative = f"images/{split}_{i:05d}.png"
-        _save_png(image, root / relative)
+        _save_image(image, root / relative)
         labels.append(json.dumps({"path": relative, "labels": [task.classnames[k] for k in row.nonzero().flatten().tolist()]}))
         captions.append(json.dumps({"caption": caption}))
     paths = root / f"{split}.jsonl", root / f"{split}_captions.jsonl"
@@ -282,3 +296,146 @@ def write_large_label(task: Task, root, split: str = "train") -> Path:
     with atomic_write(path, "w") as f:
         f.write("".join(f"{w}\t{name}\n" for w, name in zip(wnids, task.classnames)))
     return path
+
+
+# ------------------------------------------------------------------ a benchmark root in CoOp's layouts
+
+ATTRIBUTE_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "texture": TEXTURES,
+                    "position": tuple(POSITIONS), "background": tuple(COLOURS), "pattern": PATTERNS}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One registry entry of the benchmark root: the synthetic classes it holds and where their images go.
+
+    A path is a format string under the dataset folder, or one per split; its fields are the class's
+    attribute values ("top left" as "top_left"), {name} (the class name), {n} (the image's number in the
+    dataset, from 1), {hash} (16 hex digits drawn from it) and, in the ImageNet family, {label} and {wnid}
+    (the class's ImageNet label and its wnid n00000000 + label).
+    """
+
+    attributes: tuple  # the attributes whose values make a class: ("colour", "shape") -> 8 x 8 = 64 classes
+    name: str  # a class's name from its attribute values, e.g. "{colour} {shape}"
+    path: str | dict  # where an image goes, see above
+    imagenet: tuple = ()  # ImageNet-A/R: the ImageNet labels the variant holds (() = all of them)
+    grey: bool = False  # ImageNet-Sketch: the same classes without colour, another rendering
+
+
+_IMAGENET = {"attributes": ("colour", "shape"), "name": "{colour} {shape}"}  # 64 classes, as `combinations`
+
+# registry name -> its task and the official file names (CoOp's DATASETS.md). Each dataset has its own
+# classes; EuroSAT's are the CoOp task of `backgrounds` (land = background). ImageNet-A holds the squares
+# and rings, ImageNet-R the triangles and stars: 16 of the 64 classes each, drawn with other seeds.
+BENCHMARK_LAYOUTS = {
+    "imagenet": Layout(**_IMAGENET, path={"train": "images/train/{wnid}/{wnid}_{n}.JPEG",
+                                          "test": "images/val/{wnid}/ILSVRC2012_val_{n:08d}.JPEG"}),
+    "caltech101": Layout(("shape",), "{shape}", "101_ObjectCategories/{name}/image_{n:04d}.jpg"),
+    "oxford_pets": Layout(("colour",), "{colour}", "images/{name}_{n}.jpg"),
+    "stanford_cars": Layout(("size", "colour"), "{size} {colour}", {"train": "cars_train/{n:05d}.jpg",
+                                                                    "val": "cars_train/{n:05d}.jpg",
+                                                                    "test": "cars_test/{n:05d}.jpg"}),
+    "oxford_flowers": Layout(("colour", "texture"), "{colour} {texture}", "jpg/image_{n:05d}.jpg"),
+    "food101": Layout(("size", "shape"), "{size}_{shape}", "images/{name}/{n}.jpg"),
+    "fgvc_aircraft": Layout(("shape", "pattern"), "{shape} {pattern}", "images/{n:07d}.jpg"),
+    "sun397": Layout(("pattern", "background"), "{pattern} {background}",  # SUN's "a/apartment_building/outdoor"
+                     "SUN397/{background[0]}/{background}/{pattern}/sun_{hash}.jpg"),  # is "outdoor apartment_building"
+    "dtd": Layout(("pattern",), "{pattern}", "images/{name}/{name}_{n:04d}.jpg"),
+    "eurosat": Layout(("background",), "{background} land", "2750/{background}/{background}_{n}.jpg"),
+    "ucf101": Layout(("position",), "{position}", "UCF-101-midframes/{name}/v_{name}_g{n:02d}_c01.jpg"),
+    "imagenetv2": Layout(**_IMAGENET, path="imagenetv2-matched-frequency-format-val/{label}/{hash}.jpeg"),
+    "imagenet_sketch": Layout(**_IMAGENET, path="images/{wnid}/sketch_{n}.JPEG", grey=True),
+    "imagenet_a": Layout(**_IMAGENET, path="imagenet-a/{wnid}/0.{n:06d}_{name}.jpg", imagenet=tuple(range(1, 64, 4))),
+    "imagenet_r": Layout(**_IMAGENET, path="imagenet-r/{wnid}/art_{n}.jpg", imagenet=tuple(range(2, 64, 4))),
+}
+
+
+def _layout_classes(layout: Layout) -> tuple:
+    """(words, attributes) of every class of `layout` in label order: {attribute: value name} and
+    {attribute: value index} of each combination of the attribute values, the last attribute fastest."""
+    tables = [ATTRIBUTE_VALUES[a] for a in layout.attributes]
+    words, attributes = [], []
+    for values in itertools.product(*(range(len(table)) for table in tables)):
+        words.append({a: table[v].replace(" ", "_") for a, table, v in zip(layout.attributes, tables, values)})
+        attributes.append(dict(zip(layout.attributes, values)))
+    return words, attributes
+
+
+def _entry_splits(entry) -> tuple:
+    """The splits an entry reads from disk: a split file or list all three, ImageNet train and test (its val
+    folder is the test set), a variant test only."""
+    if isinstance(entry, (SplitFile, AircraftLists)):
+        return SPLITS
+    return ("train", "test") if getattr(entry, "train", "") else ("test",)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, R, R) uint8 -> the same with every pixel its luma (ITU-R 601, Pillow's "L"), still RGB."""
+    luma = (images.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    return luma.round().to(torch.uint8).expand_as(images).contiguous()
+
+
+def _write_lines(path: Path, lines) -> None:
+    with atomic_write(path, "w") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+def _write_dataset(name: str, home: Path, per_class, seed: int, resolution: int) -> None:
+    """Dataset `name` of BENCHMARK_LAYOUTS in its official layout under its folder `home`."""
+    entry, layout = DATASETS[name], BENCHMARK_LAYOUTS[name]
+    words, attributes = _layout_classes(layout)
+    names = [layout.name.format(**w) for w in words]
+    held = list(layout.imagenet or range(len(names)))  # task label -> class index (ImageNet label)
+    counts = tuple(n if split in _entry_splits(entry) else 0 for split, n in zip(SPLITS, per_class))
+    task = _classification(name, [names[k] for k in held], ["a photo of a {}."], [attributes[k] for k in held],
+                           counts, seed, resolution)
+    written, n = {split: [] for split in SPLITS}, 0  # split -> [(path under home, task label)]
+    for split, data in task.splits.items():
+        template = layout.path[split] if isinstance(layout.path, dict) else layout.path
+        images = _grey(data.images) if layout.grey else data.images
+        for image, label in zip(images, data.labels.tolist()):
+            n, k = n + 1, held[label]
+            path = template.format(**words[k], name=names[k], n=n, hash=f"{derive_seed(name, seed, n):016x}",
+                                   label=k, wnid=f"n{k:08d}")
+            _save_image(image, home / path)
+            written[split].append((path, label))
+    if isinstance(entry, SplitFile):  # [[path under the image folder, label, class name], ...] per split
+        record = {split: [[Path(path).relative_to(entry.images).as_posix(), label, task.classnames[label]]
+                          for path, label in items] for split, items in written.items()}
+        with atomic_write(home / entry.split_file, "w") as f:
+            json.dump(record, f, indent=4, separators=(",", ": "))  # as Dassl's write_json writes it
+    elif isinstance(entry, AircraftLists):  # variants.txt in label order, "<image id> <variant>" lists
+        _write_lines(home / "variants.txt", task.classnames)
+        for split, items in written.items():
+            _write_lines(home / f"images_variant_{split}.txt",
+                         [f"{Path(path).stem} {task.classnames[label]}" for path, label in items])
+    else:  # the ImageNet family: every variant has ImageNet's whole classnames.txt beside its images
+        _write_lines(home / "classnames.txt", [f"n{k:08d} {names[k]}" for k in range(len(names))])
+        if getattr(entry, "subset", False):  # ImageNet-A/R ship a README beside their class folders
+            _write_lines(home / entry.test / "README.txt", [f"{name}: {len(held)} of the {len(names)} classes"])
+
+
+def write_benchmark_root(root, datasets=None, per_class=(8, 2, 4), seed: int = 0, resolution: int = 32) -> Path:
+    """A data root under which `tinyprompt.data.datasets.load(name, root)` reads each dataset of
+    BENCHMARK_LAYOUTS (or of `datasets`, a list of its names) from its official layout; returns root.
+
+    per_class: (train, val, test) images per class. The ImageNet family has no val split (ImageNet: train and
+    test, the variants: test only). Deterministic for a seed. A dataset folder that already exists is
+    refused, never written into: it may be real data, and stale images would be read as part of the split.
+    """
+    _counts(per_class)  # 3 ints >= 0
+    if per_class[0] < 1 or per_class[2] < 1:
+        raise ValueError(f"per_class must give >= 1 train and >= 1 test image per class (a split file's classes "
+                         f"need train images, ImageNet's folders need images), got {per_class}")
+    names = list(BENCHMARK_LAYOUTS) if datasets is None else [datasets] if isinstance(datasets, str) else list(datasets)
+    unknown = [name for name in names if name not in BENCHMARK_LAYOUTS]
+    if unknown:
+        raise ValueError(f"no synthetic layout for datasets {unknown}: use names of {', '.join(BENCHMARK_LAYOUTS)}")
+    root = Path(root)
+    homes = {name: root / DATASETS[name].folder for name in names}
+    existing = [str(home) for home in homes.values() if home.exists()]
+    if existing:
+        raise FileExistsError(f"{', '.join(existing)} already exist: write_benchmark_root writes whole dataset "
+                              f"folders and never into existing ones; remove them or pass another root")
+    for name, home in homes.items():
+        _write_dataset(name, home, per_class, seed, resolution)
+    return root

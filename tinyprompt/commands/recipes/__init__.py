@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float
+from tinyprompt.data.datasets import DATASETS, get_dataset
+from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.engine import PRECISIONS, TrainConfig, check_out_dir
 from tinyprompt.prompts import AUTO
 
-__all__ = ["FLAGS", "add_model_arg", "add_split_args", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_splits",
+__all__ = ["FLAGS", "add_model_arg", "add_split_args", "add_sgd_args", "add_precision_arg", "add_run_args", "train_config", "prepare_out", "load_run_data", "load_splits",
            "item_list", "text_chunk_arg", "TEXT_CHUNK_HELP", "add_compile_arg"]
 
 # the engine's messages name these flags instead of its parameters (engine.PARAMETERS); no recipe has grad_clip
@@ -49,10 +51,14 @@ def add_model_arg(group) -> None:
 
 
 def add_split_args(group) -> None:
-    """--data and --split: an image-classification dataset as `load_splits` reads it."""
-    group.add_argument("--data", **REQUIRED, help="image root of --split, or (without --split) a folder with "
-                       "train/, test/ and optionally val/, each with one sub-folder per class")  # fmt: skip
+    """--data and --split, or --dataset and --root: an image-classification dataset as `load_run_data` reads it."""
+    group.add_argument("--data", default=None, help="image root of --split, or (without --split) a folder with "
+                       "train/, test/ and optionally val/, each with one sub-folder per class; or use --dataset")  # fmt: skip
     group.add_argument("--split", default=None, help="CoOp split file (split_zhou_*.json) with paths relative to --data")
+    names = ", ".join(name for name, entry in DATASETS.items() if not entry.multilabel)
+    group.add_argument("--dataset", default=None, help=f"a registered dataset instead of --data: {names} (CoOp's "
+                       f"layouts under --root; class names from the official files)")  # fmt: skip
+    group.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
 
 
 def add_sgd_args(group, *, epochs, epochs_help: str, batch_size: int, batch_help: str, lr, lr_help: str,
@@ -101,6 +107,21 @@ def prepare_out(args, stages=("",)) -> None:
     """Before any work: --out is a writable folder (created), and an earlier run in it is claimed by --resume or
     --overwrite. stages: the sub-folders the recipe's engine runs write into ("" = --out itself)."""
     check_out_dir(args.out, args.resume, args.overwrite, FLAGS, stages)
+
+
+def load_run_data(args) -> tuple[dict, list, Path]:
+    """(splits, class names, root of the item paths) of a run: --dataset under --root, or --data (with --split)."""
+    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
+        raise ValueError("pass either --data (with --split, or train/ and test/ class folders) or --dataset NAME "
+                         "with --root DATA")  # fmt: skip
+    if args.dataset is None:
+        return (*load_splits(args.data, args.split), Path(args.data))
+    if args.split is not None:
+        raise ValueError(f"--split is for --data; --dataset {args.dataset} reads its own split file: drop --split")
+    if get_dataset(args.dataset).multilabel:
+        raise ValueError(f"--dataset {args.dataset} is multi-label: this recipe trains single-label classification "
+                         f"(TaI-DPT evaluates on multi-label sets)")  # fmt: skip
+    return (*load_dataset(args.dataset, args.root), Path(args.root))
 
 
 def load_splits(data, split=None) -> tuple[dict, list]:

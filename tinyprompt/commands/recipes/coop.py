@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_model_arg, add_run_args, add_sgd_args,
-                                         add_split_args, item_list, load_splits, prepare_out, text_chunk_arg,
+from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args, add_sgd_args,
+                                         add_split_args, item_list, load_run_data, prepare_out, text_chunk_arg,
                                          train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
@@ -34,6 +34,7 @@ from tinyprompt.methods import load_prompt
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
 from tinyprompt.metrics import accuracy, accuracy_of_features
 from tinyprompt.prompts import POSITIONS
+from tinyprompt.protocols import SUBSETS, subsample_classes
 from tinyprompt.transforms import train_transform
 
 IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
@@ -55,6 +56,8 @@ def add_args(parser) -> None:
     data.add_argument("--shots", type=int_at_least(0), default=16, help="training images per class (0 = all); "
                       "val uses min(shots, 4), both drawn as Dassl does for --seed")  # fmt: skip
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the few-shot draw, the init and training")
+    data.add_argument("--subsample", default="all", choices=SUBSETS, help="train on these classes: all, or the base / "
+                      "new half of CoCoOp's base-to-new split (the first ceil(n/2) sorted labels are base)")  # fmt: skip
     data.add_argument("--out", type=Path, **REQUIRED, help="output folder (checkpoint.pt, prompt.pt, metrics.json)")
     prompt = parser.add_argument_group("prompt (CoOp)")
     prompt.add_argument("--n-ctx", type=int_at_least(1), default=16, help="context vectors (ignored with --ctx-init)")
@@ -82,6 +85,7 @@ def add_args(parser) -> None:
     run_.add_argument("--eval-every", type=int_at_least(1), default=1, help="epochs between val evaluations")
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
     add_run_args(run_)
+    add_compile_arg(run_)
 
 
 def _loss_fn(reencode: bool):
@@ -100,11 +104,12 @@ def run(args) -> int:
         raise ValueError("--csc cannot be combined with --ctx-init (the official code ignores CSC then): drop one")
     prepare_out(args)
     device = resolve_device(args.device)
-    splits, classnames = load_splits(args.data, args.split)
+    splits, classnames, root = load_run_data(args)
+    splits, classnames = subsample_classes(splits, classnames, args.subsample)
     train_items, val_items = few_shot_splits(splits["train"], splits["val"], args.shots, args.seed)
     # what defines the training data, so that a --resume on other data is refused
-    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, args.data),
-                   "val_items": item_list(val_items, args.data), "shots": args.shots, "seed": args.seed,
+    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, root),
+                   "val_items": item_list(val_items, root), "shots": args.shots, "seed": args.seed, "subsample": args.subsample,
                    "views": "reencode" if args.reencode else args.views}  # fmt: skip
     torch.manual_seed(args.seed)  # the context init
     clip, preprocess = load(args.model, device=device)

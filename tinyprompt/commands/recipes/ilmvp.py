@@ -25,7 +25,7 @@ import torch
 
 from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
 from tinyprompt.commands.recipes import (FLAGS, add_compile_arg, add_precision_arg, add_run_args, add_split_args,
-                                         item_list, load_splits, prepare_out, train_config)
+                                         item_list, load_run_data, prepare_out, train_config)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
@@ -132,12 +132,12 @@ def evaluate(model, loader, device) -> float:
 def run(args) -> int:
     prepare_out(args)
     device = resolve_device(args.device)
-    splits, classnames = load_splits(args.data, args.split)
+    splits, classnames, root = load_run_data(args)
     train_items = few_shot(splits["train"], args.shots, args.seed)
     torch.manual_seed(args.seed)
     model, transform, kind = build_model(args, classnames, device)
     # what defines the training data, so that a --resume on other data is refused
-    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, args.data), "shots": args.shots,
+    fingerprint = {"classnames": classnames, "train_items": item_list(train_items, root), "shots": args.shots,
                    "seed": args.seed, "image_size": args.image_size if kind == "cnn" else None}  # fmt: skip
     defaults = DEFAULTS[kind]
     train_data = ImageDataset(train_items, transform)

@@ -36,7 +36,7 @@ import torch
 
 from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_precision_arg,
-                                         add_run_args, add_split_args, item_list, load_splits, prepare_out,
+                                         add_run_args, add_split_args, item_list, load_run_data, load_splits, prepare_out,
                                          text_chunk_arg, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
@@ -138,18 +138,18 @@ def run(args) -> int:
         raise ValueError("--eval-split needs --eval-data (the image root of that split file)")
     prepare_out(args, stages=("", "generator"))  # the fine-tune folders follow the generator's run
     device = resolve_device(args.device)
-    splits, classnames = load_splits(args.data, args.split)
+    splits, classnames, root = load_run_data(args)
     variant = args.variant if args.variant != "auto" else ("imagenet" if len(classnames) == IMAGENET_CLASSES else "default")
     settings = SETTINGS[variant]
     groups = _groups(args, splits, classnames)
     base, new = groups["base"], groups["new"]
     names, n_base = base["names"] + new["names"], len(base["names"])
-    new_root = args.eval_data or args.data
+    new_root = args.eval_data or root
     # what defines both stages' training data (and the val images of the selection), so that a --resume on other
     # data is refused
     fingerprint = {"base_classnames": base["names"], "new_classnames": new["names"],
-                   "train_items": item_list(base["train"], args.data),
-                   "base_val_items": item_list(base["val"], args.data), "new_val_items": item_list(new["val"], new_root),
+                   "train_items": item_list(base["train"], root),
+                   "base_val_items": item_list(base["val"], root), "new_val_items": item_list(new["val"], new_root),
                    "shots": args.shots, "seed": args.seed, "views": args.views}  # fmt: skip
     clip, preprocess = load(args.model, device=device)
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
