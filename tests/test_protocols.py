@@ -48,6 +48,20 @@ def test_transfer_protocols_share_the_imagenet_runs(protocol, targets):
     assert [e.dataset for e in evals if e.run is None] == ["imagenet", *targets]
 
 
+def test_multilabel_and_visual_prompting_train_once_per_dataset_seed_and_source():
+    evals = plan("multilabel", seeds=[1])
+    assert [(e.run and e.run.folder, e.dataset) for e in evals] == [
+        *((None, d) for d in ("voc2007", "coco2014", "nuswide")), *((f"{d}/all/seed1", d) for d in ("voc2007", "coco2014", "nuswide"))]
+    evals = plan("visual_prompting", datasets=["cifar10"], seeds=[1, 2], sources=["clip:ViT-B/32", "torchvision:resnet18"])
+    assert [e.run.folder for e in evals if e.run] == ["clip_ViT-B_32/cifar10/all/seed1", "clip_ViT-B_32/cifar10/all/seed2",
+                                                      "torchvision_resnet18/cifar10/all/seed1",
+                                                      "torchvision_resnet18/cifar10/all/seed2"]  # fmt: skip
+    with pytest.raises(ValueError, match="needs at least one source classifier"):
+        plan("visual_prompting")
+    with pytest.raises(ValueError, match="trains on all the training data in its paper: drop --shots"):
+        plan("multilabel", shots=[16])
+
+
 def test_plan_rejects_unknown_protocols_and_empty_seeds():
     with pytest.raises(ValueError, match="unknown protocol 'zero_shot'"):
         plan("zero_shot")
@@ -84,7 +98,7 @@ def test_stat_is_the_mean_and_population_std_over_seeds():
 
 def _result(dataset, top1, run=None, subset="all"):
     return {"run": None if run is None else {"dataset": run[0], "shots": run[1], "seed": run[2], "subset": run[3]},
-            "dataset": dataset, "subset": subset, "top1": top1}
+            "dataset": dataset, "subset": subset, "value": top1}
 
 
 def _row(table, group, label):

@@ -85,7 +85,7 @@ def test_each_number_is_the_prompt_of_its_run_on_its_test_split(grid, root):
     labels = torch.tensor([item.label for item in splits["test"]])
     saved = json.loads((grid / "evaluations" / "coop" / "dtd-base-16shots-seed1-on-dtd-new.json").read_text())
     assert (saved["images"], saved["classes"]) == (len(labels), len(names))
-    assert saved["top1"] == pytest.approx(100.0 * (logits.argmax(1) == labels).float().mean().item())
+    assert saved["value"] == pytest.approx(100.0 * (logits.argmax(1) == labels).float().mean().item())
 
 
 def test_an_interrupted_grid_resumes_without_redoing_finished_runs(grid, root, capsys):
@@ -127,7 +127,7 @@ def test_pomp_evaluates_a_given_prompt_on_the_transfer_tables(grid, root, tmp_pa
     pomp = _cells(json.loads((out / "results" / "pomp-cross_dataset.json").read_text()), "POMP (ours)")
     for dataset in ("imagenet", "dtd"):  # the same prompt on the same images: the numbers of CoOp's seed-1 run
         seed1 = json.loads((grid / "evaluations" / "coop" / f"imagenet-16shots-seed1-on-{dataset}.json").read_text())
-        assert pomp["", dataset]["mean"] == pytest.approx(seed1["top1"], abs=1e-4)  # tables round to 4 decimals
+        assert pomp["", dataset]["mean"] == pytest.approx(seed1["value"], abs=1e-4)  # tables round to 4 decimals
         assert pomp["", dataset]["seeds"] == 1
     assert (out / "results" / "pomp-domain_generalization.md").is_file()
 
@@ -158,3 +158,71 @@ def test_zeroshot_on_a_split_file_subset(root, capsys):
     assert f"{n_val} images" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--split needs --data"):
         main(["zeroshot", "--model", "synthetic", "--dataset", "dtd", "--root", str(root), "--split", str(split)])
+
+
+VOC_OBJECTS = [["dog"], ["cat", "dog"], ["car"], ["person", "car"], ["cat"], ["person"], ["dog", "person"], ["car", "cat"]]
+WORDS = {"dog": "a dog", "cat": "a cat", "car": "a red car", "person": "a man"}
+
+
+def _voc_root(root, rng):
+    """VOCdevkit/VOC2007 in its official layout (XML annotations, ImageSets/Main/test.txt, JPEG images)."""
+    from PIL import Image
+
+    home = root / "VOCdevkit" / "VOC2007"
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
+    ids = [f"{i:06d}" for i in range(len(VOC_OBJECTS))]
+    (home / "ImageSets/Main/test.txt").write_text("".join(f"{i}\n" for i in ids))
+    for image, objects in zip(ids, VOC_OBJECTS):
+        body = "".join(f"<object><name>{name}</name><difficult>0</difficult></object>" for name in objects)
+        (home / "Annotations" / f"{image}.xml").write_text(f"<annotation><filename>{image}.jpg</filename>{body}</annotation>")
+        pixels = torch.randint(0, 256, (32, 32, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(home / "JPEGImages" / f"{image}.jpg", format="JPEG")
+
+
+def test_taidpt_learns_from_captions_and_reports_map_on_the_registry_test_set(tmp_path, capsys):
+    rng = torch.Generator().manual_seed(0)
+    _voc_root(tmp_path / "data", rng)
+    names = list(WORDS)
+    captions = tmp_path / "captions.jsonl"
+    lines = []
+    for i in range(64):
+        picked = [names[j] for j in torch.randperm(len(names), generator=rng)[: 1 + i % 2].tolist()]
+        lines.append(json.dumps({"caption": " and ".join(WORDS[n] for n in picked) + " in a street."}))
+    captions.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "grid"
+    args = ["reproduce", "taidpt", "--root", str(tmp_path / "data"), "--model", "synthetic", "--captions", str(captions),
+            "--datasets", "voc2007", "--seeds", "1", "--quick", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    table = json.loads((out / "results" / "taidpt-multilabel.json").read_text())
+    cells = {(r["method"], r["column"]): r["mean"] for r in table["tables"]}
+    metrics = json.loads((out / "runs" / "taidpt" / "voc2007" / "all" / "seed1" / "metrics.json").read_text())
+    assert cells["TaI-DPT (ours)", "voc2007"] == pytest.approx(metrics["test"]["final"]["map_merged"], abs=1e-4)
+    assert 0 < cells["zero-shot CLIP (ours)", "voc2007"] <= 100
+    assert "| method | voc2007 | average |" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="caption corpus .*missing.json does not exist: pass --captions"):
+        main([*args[:6], "--captions", str(tmp_path / "missing.json"), "--datasets", "voc2007", "--out", str(tmp_path / "o")])
+
+
+def test_ilmvp_reports_each_sources_accuracy_per_target(root, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["reproduce", "ilmvp", "--root", str(root), "--model", "synthetic", "--datasets", "dtd", "--seeds", "1",
+                 "--quick", "--train-args", "--epochs 1 --pad 4", "--out", str(out)]) == 0  # fmt: skip
+    table = json.loads((out / "results" / "ilmvp-visual_prompting.json").read_text())
+    cells = {(r["method"], r["column"]): r["mean"] for r in table["tables"]}
+    metrics = json.loads((out / "runs" / "ilmvp" / "clip_synthetic" / "dtd" / "all" / "seed1" / "metrics.json").read_text())
+    assert cells["ILM-VP clip:synthetic (ours)", "dtd"] == pytest.approx(metrics["test"]["top1"], abs=1e-4)
+    with pytest.raises(ValueError, match="--sources is for reproduce ilmvp, not coop"):
+        main(["reproduce", "coop", "--root", str(root), "--sources", "clip:RN50"])
+
+
+def test_ship_base_and_new_match_the_recipes_own_protocol(root, tmp_path):
+    """reproduce evaluates SHIP's prompt per class half; the recipe measures base/new over its joint class list."""
+    out = tmp_path / "grid"
+    assert main(["reproduce", "ship", "--root", str(root), "--model", "synthetic", "--datasets", "eurosat", "--seeds",
+                 "1", "--quick", "--out", str(out)]) == 0  # fmt: skip
+    table = json.loads((out / "results" / "ship-base_to_new.json").read_text())
+    cells = {(r["dataset"], r["column"]): r["mean"] for r in table["tables"] if r["method"] == "CoOp+SHIP (ours)"}
+    metrics = json.loads((out / "runs" / "ship" / "eurosat-base" / "16shots" / "seed1" / "metrics.json").read_text())
+    for column in ("base", "new", "H"):
+        assert cells["eurosat", column] == pytest.approx(metrics["test"]["selected"][column], abs=1e-4)

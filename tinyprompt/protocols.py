@@ -11,6 +11,12 @@ how the seeds of a grid become the papers' tables (mean ± std), with the publis
     cross_dataset          CoCoOp Table 2 (POMP, arXiv 2304.04704, Table 2): a prompt learned on ImageNet
                            (16 shots) is evaluated on the other 10 datasets, unchanged
     domain_generalization  CoOp Table 2 / CoCoOp Table 3: the ImageNet prompt on ImageNet-V2, -Sketch, -A and -R
+    multilabel             TaI-DPT (arXiv 2211.12739, Table 1): prompts learned from captions only, with each
+                           dataset's class names; mAP on VOC2007 test, COCO2014 val and NUS-WIDE test; the zero-shot
+                           row is CLIP's global feature with "a photo of a {}." (ZSCLIP)
+    visual_prompting       ILM-VP (arXiv 2211.11635, Tables 1-2): a visual prompt and label mapping per target task
+                           and source classifier, top-1 accuracy on the task's test split; the zero-shot row is CLIP
+                           with the dataset's hand template
 
 A grid is a list of `Evaluation`s, each naming the `Run` (a training run; None for zero-shot CLIP) whose prompt
 it evaluates; cross-dataset and domain generalisation share their ImageNet runs. Model selection never sees a
@@ -40,6 +46,10 @@ CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxf
                   "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 TRANSFER_TARGETS = CLASSIFICATION[1:]  # cross-dataset: ImageNet is the source
 VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")  # domain generalisation targets
+MULTILABEL = ("voc2007", "coco2014", "nuswide")  # TaI-DPT's test sets
+# ILM-VP's target tasks that the registry reads (its SVHN needs scipy, ABIDE is not an image set)
+VISUAL_PROMPTING = ("oxford_flowers", "dtd", "ucf101", "food101", "gtsrb", "eurosat", "oxford_pets", "stanford_cars",
+                    "sun397", "cifar10", "cifar100")
 SOURCE = "imagenet"
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)
@@ -55,24 +65,31 @@ PROTOCOLS = {
                       TRANSFER_TARGETS),
     "domain_generalization": ("domain generalisation: trained on ImageNet (16 shots), accuracy (%) on its variants",
                               VARIANTS),
+    "multilabel": ("multi-label recognition learned from captions only: mAP (%) on each dataset's test images",
+                   MULTILABEL),
+    "visual_prompting": ("visual prompt + label mapping per target task: top-1 accuracy (%) on its test split",
+                         VISUAL_PROMPTING),
 }  # fmt: skip
+TRANSFER = ("cross_dataset", "domain_generalization")  # ImageNet-trained prompts: the source is the first column
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run of a grid: a prompt learned from `shots` images per class of `dataset` (subset 'base':
-    of its base classes only), seeded by `seed`."""
+    """One training run of a grid: a prompt learned from `shots` images per class of `dataset` (0: all; subset
+    'base': of its base classes only), seeded by `seed`; `source`: ILM-VP's source classifier ('' otherwise)."""
 
     dataset: str
     shots: int
     seed: int
     subset: str = "all"
+    source: str = ""
 
     @property
     def folder(self) -> str:
-        """The run's folder under the grid's output folder, e.g. 'oxford_pets-base/16shots/seed1'."""
+        """The run's folder under the grid's output folder, e.g. 'oxford_pets-base/16shots/seed1', 'dtd/all/seed1'."""
         name = self.dataset if self.subset == "all" else f"{self.dataset}-{self.subset}"
-        return f"{name}/{self.shots}shots/seed{self.seed}"
+        source = "".join(c if c.isalnum() or c in "-." else "_" for c in self.source)
+        return f"{source + '/' if source else ''}{name}/{f'{self.shots}shots' if self.shots else 'all'}/seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -92,9 +109,9 @@ class Evaluation:
         return f"{source}-on-{self.dataset}" + ("" if self.subset == "all" else f"-{self.subset}")
 
 
-def plan(protocol: str, datasets=None, shots=None, seeds=SEEDS) -> list:
-    """The evaluations of `protocol` over `datasets` (default: the protocol's), `shots` and `seeds`, zero-shot
-    CLIP included, in the order a grid runs them (training runs grouped)."""
+def plan(protocol: str, datasets=None, shots=None, seeds=SEEDS, sources=()) -> list:
+    """The evaluations of `protocol` over `datasets` (default: the protocol's), `shots`, `seeds` (and for
+    visual_prompting the source classifiers `sources`), zero-shot CLIP included, in the order a grid runs them."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     datasets = tuple(datasets or PROTOCOLS[protocol][1])
@@ -104,6 +121,15 @@ def plan(protocol: str, datasets=None, shots=None, seeds=SEEDS) -> list:
         shots = tuple(shots or SHOTS)
         return [*(Evaluation(protocol, None, d) for d in datasets),
                 *(Evaluation(protocol, Run(d, k, seed), d) for d in datasets for k in shots for seed in seeds)]
+    if protocol in ("multilabel", "visual_prompting"):  # TaI-DPT trains on captions, ILM-VP on the whole train split
+        if shots:
+            raise ValueError(f"{protocol} trains on all the training data in its paper: drop --shots")
+        if protocol == "visual_prompting" and not sources:
+            raise ValueError("visual_prompting needs at least one source classifier, e.g. clip:ViT-B/32")
+        return [*(Evaluation(protocol, None, d) for d in datasets),
+                *(Evaluation(protocol, Run(d, 0, seed, source=source), d)
+                  for source in (sources if protocol == "visual_prompting" else ("",)) for d in datasets
+                  for seed in seeds)]  # fmt: skip
     if shots and tuple(shots) != (TRANSFER_SHOTS,):
         raise ValueError(f"{protocol} trains on {TRANSFER_SHOTS} shots in every paper; --shots {shots} applies to "
                          f"few_shot only: drop it, or pass {TRANSFER_SHOTS}")  # fmt: skip
@@ -177,14 +203,14 @@ class Table:
 
 
 def _by_seed(results, **match) -> dict:
-    """{seed (0 for zero-shot): top1} of the results whose evaluation fields equal `match`."""
+    """{seed (0 for zero-shot): value} of the results whose evaluation fields equal `match`."""
     out = {}
     for r in results:
         run = r["run"]
         fields = {"dataset": r["dataset"], "subset": r["subset"], "shots": run["shots"] if run else 0,
-                  "trained": run is not None, "source": run["dataset"] if run else None}  # fmt: skip
+                  "trained": run is not None, "source": run.get("source", "") if run else ""}  # fmt: skip
         if all(fields[k] == v for k, v in match.items()):
-            out[run["seed"] if run else 0] = r["top1"]
+            out[run["seed"] if run else 0] = r["value"]
     return out
 
 
@@ -210,7 +236,7 @@ def _stat(value) -> Stat | None:
 
 
 def tables(protocol: str, results: list, method: str, shots=None, datasets=None) -> list:
-    """The protocol's tables from evaluation results ({"run": asdict(Run) | None, "dataset", "subset", "top1"}),
+    """The protocol's tables from evaluation results ({"run": asdict(Run) | None, "dataset", "subset", "value"}),
     laid out like the paper's: ours (mean ± std over seeds), zero-shot CLIP, and the paper's published rows."""
     title = f"{METHOD_NAMES.get(method, method)}: {PROTOCOLS[protocol][0]}"
     ours, clip = f"{METHOD_NAMES.get(method, method)} (ours)", "zero-shot CLIP (ours)"
@@ -254,15 +280,17 @@ def tables(protocol: str, results: list, method: str, shots=None, datasets=None)
         rows += [("average", label, {c: _stat(values.get("average", {}).get(c)) for c in columns})
                  for label, values in paper]  # fmt: skip
         return [Table(title, "dataset", columns, rows)]
-    targets = [d for d in datasets if d != SOURCE]
-    columns = [SOURCE, *targets, "average"]
+    # one row per method, one column per dataset; transfer tables lead with the source, left out of the average
+    targets = [d for d in datasets if d != SOURCE] if protocol in TRANSFER else datasets
+    columns = [*([SOURCE] if protocol in TRANSFER else []), *targets, "average"]
+    sources = sorted({r["run"].get("source", "") for r in results if r["run"]})
     rows = []
-    for trained, label in ((False, clip), (True, ours)):
-        seeds = {d: _by_seed(results, dataset=d, trained=trained) for d in columns[:-1]}
+    for trained, label, source in ((False, clip, ""), *((True, f"{ours[:-7]} {s} (ours)" if s else ours, s) for s in sources)):
+        seeds = {d: _by_seed(results, dataset=d, trained=trained, source=source) for d in columns[:-1]}
         values = {d: Stat.of(seeds[d].values()) for d in columns[:-1]}
         rows.append(("", label, {**values, "average": _average([seeds[d] for d in targets])}))
     for label, values in paper:
-        rows.append(("", label, {d: _stat(values.get(d, {}).get("acc")) for d in columns}))
+        rows.append(("", label, {d: _stat(next(iter(values.get(d, {}).values()), None)) for d in columns}))  # one column
     return [Table(title, "", columns, rows)]
 
 

@@ -1,12 +1,15 @@
 """`tinyprompt reproduce METHOD --root DATA`: a paper's table on your data, as one resumable command.
 
-Runs the grid of a protocol (`tinyprompt.protocols`: few-shot, base-to-new, cross-dataset, domain generalisation)
-over the datasets of the registry (`tinyprompt.data.datasets`, CoOp's layouts under --root) and the seeds, then
-writes the tables, laid out like the paper's, with the published numbers beside ours:
+Runs the grid of a protocol (`tinyprompt.protocols`: few-shot, base-to-new, cross-dataset, domain generalisation,
+multi-label, visual prompting) over the datasets of the registry (`tinyprompt.data.datasets`, the official layouts
+under --root) and the seeds, then writes the tables, laid out like the paper's, with the published numbers beside
+ours (where `tinyprompt/data/published.json` holds them):
 
     tinyprompt reproduce coop --root $DATA --model ViT-B/16                         # CoOp's and CoCoOp's tables
     tinyprompt reproduce ship --root $DATA --model ViT-B/16                         # SHIP's base-to-new table
     tinyprompt reproduce pomp --root $DATA --model ViT-B/16 --prompt pomp/prompt.pt # POMP's transfer tables
+    tinyprompt reproduce taidpt --root $DATA --model RN50                           # TaI-DPT's mAP table
+    tinyprompt reproduce ilmvp --root $DATA --sources clip:ViT-B/32 torchvision:resnet18   # ILM-VP's tables
 
 Each training run is the method's recipe (`tinyprompt train METHOD`, its official defaults) in its own folder
 under --out/runs/, kept; each evaluated number is a JSON file under --out/evaluations/. Run the same command
@@ -18,43 +21,59 @@ import argparse
 import json
 import shlex
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from tinyprompt.commands.args import int_at_least, resolve_device
-from tinyprompt.commands.recipes import coop, ship
+from tinyprompt.commands.recipes import coop, ilmvp, ship, taidpt
 from tinyprompt.data.datasets import get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
+from tinyprompt.data.splits import Item
 from tinyprompt.methods import load_prompt, read_prompt
-from tinyprompt.metrics import accuracy, accuracy_of_features
+from tinyprompt.metrics import accuracy, mean_average_precision
 from tinyprompt.protocols import PROTOCOLS, SEEDS, plan, plot_few_shot, subsample_classes, tables, tables_csv
-from tinyprompt.templates import get_templates
+from tinyprompt.templates import CUSTOM_TEMPLATES, get_templates
 from tinyprompt.zeroshot import zeroshot_classifier
 
-# method -> (the recipe that trains its runs (None: the prompt is given, --prompt), the protocols of its paper's tables)
+@dataclass(frozen=True)
+class Method:
+    """How a method's grid runs: `recipe` trains each run (None: the prompt is given with --prompt); `protocols` are
+    its paper's tables; `result(metrics)` reads a run's number from its metrics.json where the recipe measures it
+    (None: reproduce evaluates the run's prompt on every target dataset itself)."""
+
+    recipe: object
+    protocols: tuple
+    result: object = None
+
+
 METHODS = {
-    "coop": (coop, ("few_shot", "base_to_new", "cross_dataset", "domain_generalization")),
-    "ship": (ship, ("base_to_new",)),
-    "pomp": (None, ("cross_dataset", "domain_generalization")),
+    "coop": Method(coop, ("few_shot", "base_to_new", "cross_dataset", "domain_generalization")),
+    "ship": Method(ship, ("base_to_new",)),
+    "pomp": Method(None, ("cross_dataset", "domain_generalization")),
+    "taidpt": Method(taidpt, ("multilabel",), lambda metrics: metrics["test"]["final"]["map_merged"]),
+    "ilmvp": Method(ilmvp, ("visual_prompting",), lambda metrics: metrics["test"]["top1"]),
 }
+CLASS_LISTS = {"voc2007": "voc2007", "coco2014": "coco", "nuswide": "nuswide"}  # TaI-DPT's class list per test set
+CAPTIONS = "COCO/annotations/captions_train2014.json"  # TaI-DPT's caption corpus under --root (MS-COCO 2014)
 # --quick: a grid small enough for CI on 2 CPU cores (a smoke test of the whole path, not the papers' numbers)
 QUICK = {"shots": (1, 2), "seeds": (1, 2),
-         "train_args": {"coop": "--epochs 2 --views 2", "ship": "--vae-epochs 2 --finetune-every 1 --epochs 2 --views 2"}}
+         "train_args": {"coop": "--epochs 2 --views 2", "ship": "--vae-epochs 2 --finetune-every 1 --epochs 2 --views 2",
+                        "taidpt": "--epochs 2", "ilmvp": "--epochs 2"}}  # fmt: skip
 
 
 def add_args(parser) -> None:
-    parser.add_argument("method", choices=list(METHODS), help="whose tables: coop (CoOp, CoCoOp), ship (SHIP), "
-                        "pomp (POMP: evaluates the pre-trained --prompt)")  # fmt: skip
-    parser.add_argument("--root", required=True, help="data root holding the datasets in CoOp's layouts "
-                        "(DATASETS.md; see tinyprompt.data.datasets)")  # fmt: skip
+    parser.add_argument("method", choices=list(METHODS), help="whose tables: coop (CoOp, CoCoOp), ship (SHIP), pomp "
+                        "(POMP: evaluates the pre-trained --prompt), taidpt (TaI-DPT), ilmvp (ILM-VP)")  # fmt: skip
+    parser.add_argument("--root", required=True, help="data root holding the datasets in their official layouts "
+                        "(CoOp's DATASETS.md, TaI-DPT's README; see tinyprompt.data.datasets)")  # fmt: skip
     parser.add_argument("--model", default="ViT-B/16", help="CLIP model name or checkpoint path (the papers' tables: "
-                        "ViT-B/16; CoOp's few-shot figure: RN50)")  # fmt: skip
+                        "ViT-B/16; CoOp's few-shot figure and TaI-DPT: RN50; ILM-VP's CLIP: ViT-B/32)")  # fmt: skip
     parser.add_argument("--protocol", nargs="+", default=None, choices=list(PROTOCOLS),
                         help="protocols to run; default: every one of METHOD's paper")
     parser.add_argument("--datasets", nargs="+", default=None, help="datasets (registry names) instead of the "
@@ -65,6 +84,11 @@ def add_args(parser) -> None:
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), default=None, help="seeds (default 1 2 3)")
     parser.add_argument("--prompt", type=Path, default=None, help="pomp: the pre-trained prompt to evaluate "
                         "(prompt.pt of `tinyprompt train pomp`, or POMP's release after `tinyprompt import-prompt`)")  # fmt: skip
+    parser.add_argument("--captions", type=Path, default=None,
+                        help=f"taidpt: the caption corpus the prompts learn from; default: --root/{CAPTIONS}")
+    parser.add_argument("--sources", nargs="+", default=None, help="ilmvp: source classifiers, as `tinyprompt train "
+                        "ilmvp --source` takes them (clip:NAME, torchvision:NAME, a TorchScript file); default: "
+                        "clip:--model")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="grid folder (runs, evaluations, results); "
                         "default: reproduce-METHOD")  # fmt: skip
     parser.add_argument("--train-args", default="", help="extra flags for every training run, as one string, e.g. "
@@ -79,8 +103,10 @@ def add_args(parser) -> None:
 def _settings(args) -> dict:
     """What defines the grid's numbers; a --out made with other settings is refused (its results would mix)."""
     train_args = args.train_args or (QUICK["train_args"].get(args.method, "") if args.quick else "")
+    captions = args.captions or Path(args.root) / CAPTIONS
     return {"method": args.method, "model": str(args.model), "root": str(Path(args.root).resolve()),
-            "train_args": shlex.split(train_args), "prompt": str(args.prompt.resolve()) if args.prompt else None}
+            "train_args": shlex.split(train_args), "prompt": str(args.prompt.resolve()) if args.prompt else None,
+            "captions": str(captions.resolve()) if args.method == "taidpt" else None}  # fmt: skip
 
 
 def _claim(out: Path, settings: dict) -> None:
@@ -98,92 +124,121 @@ def _claim(out: Path, settings: dict) -> None:
 
 
 class _Data:
-    """Registry datasets, loaded once, and their test features under the grid's CLIP (feature cache on disk)."""
+    """Registry datasets, loaded once, and their test images' features under the grid's CLIP (feature cache)."""
 
     def __init__(self, root, clip, preprocess, encode):
         self.root, self.clip, self.preprocess, self.encode = root, clip, preprocess, encode
         self.loaded, self.features = {}, {}
 
     def test(self, dataset: str, subset: str) -> tuple:
-        """(features (N, E), labels, classnames) of the test split of `dataset`'s classes `subset`."""
+        """(features (N, E), labels (N,) or multi-label (N, C), classnames, VOC's ignore mask or None) of the test
+        split of `dataset`'s classes `subset`."""
         if dataset not in self.loaded:
             self.loaded[dataset] = load_dataset(dataset, self.root)
-        splits, classnames = subsample_classes(*self.loaded[dataset], subset)
-        items = splits["test"]
+        if get_dataset(dataset).multilabel:
+            data = self.loaded[dataset][0]["test"]
+            items, labels, classnames, ignore = [Item(p, 0, "") for p in data.paths], data.labels, data.classnames, data.ignore
+        else:
+            splits, classnames = subsample_classes(*self.loaded[dataset], subset)
+            items, ignore = splits["test"], None
+            labels = torch.tensor([item.label for item in items])
         if not items:
-            raise ValueError(f"{dataset} under {self.root} has no test images: every protocol reports test accuracy")
+            raise ValueError(f"{dataset} under {self.root} has no test images: every protocol reports test numbers")
         key = (dataset, subset)
         if key not in self.features:
             self.features[key] = cached_features(self.clip.encode_image, items, self.preprocess, **self.encode)[0]
-        return self.features[key], [item.label for item in items], classnames
+        return self.features[key], labels, classnames, ignore
 
 
 def _evaluate(evaluation, data: _Data, prompt) -> dict:
-    """{"top1", "images", "classes"} of a prompt (None: zero-shot CLIP with CoOp's template of the dataset)."""
-    features, labels, classnames = data.test(evaluation.dataset, evaluation.subset)
-    if prompt is None:
-        templates = get_templates(get_dataset(evaluation.dataset).official_name)
-        classifier = zeroshot_classifier(data.clip, classnames, templates)  # (C, E)
-        with torch.no_grad():
-            logits = F.normalize(features.to(classifier.device), dim=-1) @ classifier.t()  # (N, C)
-        top1 = accuracy(logits, torch.tensor(labels, device=logits.device))[0]
+    """{"value", "metric", "images", "classes"} of a prompt on an evaluation's test images. Zero-shot (prompt None):
+    CLIP with the dataset's hand template (CoOp's; "a photo of a {}." where CoOp has none, as TaI-DPT's ZSCLIP)."""
+    features, labels, classnames, ignore = data.test(evaluation.dataset, evaluation.subset)
+    features = features.to(data.clip.logit_scale.device)
+    with torch.no_grad():
+        if prompt is None:
+            name = get_dataset(evaluation.dataset).official_name
+            templates = get_templates(name if name.lower() in {k.lower() for k in CUSTOM_TEMPLATES} else "single")
+            classifier = zeroshot_classifier(data.clip, classnames, templates)  # (C, E)
+            logits = F.normalize(features, dim=-1) @ classifier.t()  # (N, C)
+        else:
+            logits = load_prompt(data.clip, prompt, classnames).forward_features(features)  # (N, C)
+    if labels.dim() == 2:  # multi-label: mAP, the official convention (tinyprompt.metrics)
+        value, metric = mean_average_precision(logits.cpu(), labels, ignore)[0], "mAP"
     else:
-        model = load_prompt(data.clip, prompt, classnames)
-        top1 = accuracy_of_features(model, features, labels, topk=(1,))["top1"]
-    return {"top1": top1, "images": len(labels), "classes": len(classnames)}
+        value, metric = accuracy(logits, labels.to(logits.device))[0], "top1"
+    return {"value": value, "metric": metric, "images": len(labels), "classes": len(classnames)}
 
 
-def _train(args, run, folder: Path, train_args: list) -> Path:
-    """Train `run` with the method's recipe into `folder` (resumed when it holds a checkpoint); its prompt.pt."""
-    recipe = METHODS[args.method][0]
-    argv = ["--model", str(args.model), "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots),
-            "--seed", str(run.seed), "--out", str(folder), "--resume", "--workers", str(args.workers),
+def _train(args, run, folder: Path, settings: dict) -> None:
+    """Train `run` with the method's recipe into `folder` (resumed when it holds a checkpoint)."""
+    recipe = METHODS[args.method].recipe
+    argv = ["--seed", str(run.seed), "--out", str(folder), "--resume", "--workers", str(args.workers),
             "--device", args.device]  # fmt: skip
-    if run.subset != "all" and recipe is coop:  # the SHIP recipe splits base and new itself
-        argv += ["--subsample", run.subset]
+    if recipe is taidpt:  # learned from captions, with the test set's class names; its recipe measures the mAP
+        argv += ["--model", str(args.model), "--captions", settings["captions"], "--classes", CLASS_LISTS[run.dataset],
+                 "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
+    elif recipe is ilmvp:
+        argv += ["--source", run.source, "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots)]
+    else:
+        argv += ["--model", str(args.model), "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots)]
+        if run.subset != "all" and recipe is coop:  # the SHIP recipe splits base and new itself
+            argv += ["--subsample", run.subset]
     parser = argparse.ArgumentParser(prog=f"tinyprompt train {args.method}")
     recipe.add_args(parser)
-    recipe.run(parser.parse_args(argv + train_args))
-    return folder / "prompt.pt"
+    recipe.run(parser.parse_args(argv + settings["train_args"]))
+
+
+def _done(folder: Path) -> bool:
+    """A run is finished once its recipe wrote prompt.pt (its last file but metrics.json's test numbers)."""
+    metrics = folder / "metrics.json"
+    return (folder / "prompt.pt").is_file() and metrics.is_file() and "test" in json.loads(metrics.read_text())
 
 
 def run(args) -> int:
-    recipe, own = METHODS[args.method]
-    protocols = args.protocol or list(own)
-    foreign = [p for p in protocols if p not in own]
+    method = METHODS[args.method]
+    protocols = args.protocol or list(method.protocols)
+    foreign = [p for p in protocols if p not in method.protocols]
     if foreign:
-        raise ValueError(f"{args.method}'s paper reports {', '.join(own)}, not {', '.join(foreign)}")
-    if recipe is None and args.prompt is None:
+        raise ValueError(f"{args.method}'s paper reports {', '.join(method.protocols)}, not {', '.join(foreign)}")
+    if method.recipe is None and args.prompt is None:
         raise ValueError(f"reproduce {args.method} evaluates a pre-trained prompt: pass --prompt FILE (train one with "
                          f"`tinyprompt train {args.method}`, or import the official release with `tinyprompt import-prompt`)")  # fmt: skip
-    if recipe is not None and args.prompt is not None:
-        raise ValueError(f"--prompt is for pomp; reproduce {args.method} trains its prompts: drop --prompt")
+    for flag, owner in (("prompt", "pomp"), ("captions", "taidpt"), ("sources", "ilmvp")):
+        if getattr(args, flag) is not None and args.method != owner:
+            raise ValueError(f"--{flag} is for reproduce {owner}, not {args.method}: drop it")
     given = read_prompt(args.prompt) if args.prompt is not None else None
     seeds = args.seeds or (QUICK["seeds"] if args.quick else SEEDS)
     shots = args.shots or (QUICK["shots"] if args.quick else None)
-    grid = {p: plan(p, args.datasets, shots if p == "few_shot" else None, seeds if recipe else (0,)) for p in protocols}  # pomp: one prompt
+    sources = args.sources or [f"clip:{args.model}"]
+    grid = {p: plan(p, args.datasets, shots if p == "few_shot" else None, seeds if method.recipe else (0,),
+                    sources=sources) for p in protocols}  # fmt: skip  # pomp: one given prompt
+    settings = _settings(args)
     needed = sorted({e.dataset for evals in grid.values() for e in evals} |
-                    {e.run.dataset for evals in grid.values() for e in evals if e.run and recipe})  # fmt: skip
+                    {e.run.dataset for evals in grid.values() for e in evals if e.run and method.recipe})  # fmt: skip
     for name in needed:  # a wrong root fails now, naming the missing path, not after hours of training
         try:
             get_dataset(name).home(args.root)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}; or choose the datasets you have with --datasets (cross-dataset and domain "
                                     f"generalisation also need imagenet, their source) and --protocol") from None
+    if settings["captions"] is not None and not Path(settings["captions"]).is_file():
+        raise FileNotFoundError(f"the caption corpus {settings['captions']} does not exist: pass --captions FILE "
+                                f"(COCO captions .json, .jsonl or one caption per line)")  # fmt: skip
     out = args.out or Path(f"reproduce-{args.method}")
-    settings = _settings(args)
     _claim(out, settings)
 
-    runs = list(dict.fromkeys(e.run for evals in grid.values() for e in evals if e.run is not None and recipe))
-    todo = [r for r in runs if not (out / "runs" / args.method / r.folder / "prompt.pt").is_file()]
+    runs = list(dict.fromkeys(e.run for evals in grid.values() for e in evals if e.run is not None and method.recipe))
+    folder = {r: out / "runs" / args.method / r.folder for r in runs}
+    todo = [r for r in runs if not _done(folder[r])]
     print(f"[reproduce] {args.method} on {settings['root']}: {', '.join(protocols)}; {len(runs)} training runs "
           f"({len(runs) - len(todo)} done), seeds {list(seeds)}; model {args.model}; writing {out}")
     started = time.perf_counter()
     for i, r in enumerate(todo):
         eta = "" if i == 0 else f", ETA {_duration((time.perf_counter() - started) / i * (len(todo) - i))}"
-        print(f"[reproduce] run {i + 1}/{len(todo)}: {args.method} on {r.dataset}"
-              f"{' (base classes)' if r.subset == 'base' else ''}, {r.shots} shots, seed {r.seed}{eta}")
-        _train(args, r, out / "runs" / args.method / r.folder, settings["train_args"])
+        print(f"[reproduce] run {i + 1}/{len(todo)}: {args.method}{' ' + r.source if r.source else ''} on {r.dataset}"
+              f"{' (base classes)' if r.subset == 'base' else ''}, {r.shots or 'all'} shots, seed {r.seed}{eta}")
+        _train(args, r, folder[r], settings)
 
     device = resolve_device(args.device)
     clip, preprocess = load(args.model, device=device)
@@ -194,14 +249,17 @@ def run(args) -> int:
         for e in evals:
             path = out / "evaluations" / ("zeroshot" if e.run is None else args.method) / f"{e.name}.json"
             if path.is_file():
-                result = json.loads(path.read_text(encoding="utf-8"))
+                results.append(json.loads(path.read_text(encoding="utf-8")))
+                continue
+            if e.run is not None and method.result is not None:  # the recipe measured it on the run's test split
+                metrics = json.loads((folder[e.run] / "metrics.json").read_text(encoding="utf-8"))
+                value = {"value": method.result(metrics), "metric": "mAP" if protocol == "multilabel" else "top1"}
             else:
-                prompt = None if e.run is None else (given if recipe is None else
-                                                     out / "runs" / args.method / e.run.folder / "prompt.pt")  # fmt: skip
-                result = {"run": asdict(e.run) if e.run else None, "dataset": e.dataset, "subset": e.subset,
-                          **_evaluate(e, data, prompt)}  # fmt: skip
-                with atomic_write(path, "w") as f:
-                    json.dump(result, f, indent=1)
+                prompt = None if e.run is None else given if method.recipe is None else folder[e.run] / "prompt.pt"
+                value = _evaluate(e, data, prompt)
+            result = {"run": asdict(e.run) if e.run else None, "dataset": e.dataset, "subset": e.subset, **value}
+            with atomic_write(path, "w") as f:
+                json.dump(result, f, indent=1)
             results.append(result)
         written += _write_tables(out / "results", args.method, protocol, results, shots, args.datasets)
     print(f"[reproduce] done in {_duration(time.perf_counter() - started)}: " + ", ".join(str(p) for p in written))

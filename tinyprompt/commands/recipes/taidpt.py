@@ -29,6 +29,8 @@ from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg
                                          add_sgd_args, prepare_out, text_chunk_arg, train_config)
 from tinyprompt.data.captions import label_captions, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
+from tinyprompt.data.datasets import DATASETS
+from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features, module_fingerprint
 from tinyprompt.data.multilabel import read_multilabel
 from tinyprompt.data.splits import Item
@@ -64,6 +66,10 @@ def add_args(parser) -> None:
                       "folder, NUS-WIDE folder, or a .csv/.jsonl label list")  # fmt: skip
     data.add_argument("--eval-image-root", type=Path, default=None, help="image folder of a COCO json / label list")
     data.add_argument("--eval-split", default=None, help="VOC / NUS-WIDE split (default test / Test)")
+    data.add_argument("--eval-dataset", default=None, choices=[n for n, e in DATASETS.items() if e.multilabel],
+                      help="instead of --eval-data: a registered multi-label dataset's test split (TaI-DPT's: VOC2007 "
+                           "test, COCO2014 val, NUS-WIDE test) under --root")  # fmt: skip
+    data.add_argument("--root", default=None, help="the data root holding --eval-dataset's folder")
     data.add_argument("--difficult", default="negative", choices=["negative", "ignore"],
                       help="VOC 'difficult'-only classes: negatives (official) or left out of the AP")
     data.add_argument("--seed", type=int_at_least(0), default=1, help="seeds the caption subset / split, init, training")
@@ -180,9 +186,14 @@ def run(args) -> int:
     device = resolve_device(args.device)
     classes = get_class_list(args.classes)
     test_data = columns = None
+    if (args.eval_data is not None and args.eval_dataset is not None) or (args.eval_dataset is None) != (args.root is None):
+        raise ValueError("pass --eval-data FILE, or --eval-dataset NAME with --root DATA (not both)")
     if args.eval_data is not None:  # read and matched to the classes first: a bad file fails before training
         test_data = read_multilabel(args.eval_data, args.eval_image_root, args.eval_split, args.difficult)
         columns = classes.align(test_data.classnames, f"--eval-data {args.eval_data}")
+    elif args.eval_dataset is not None:
+        test_data = load_dataset(args.eval_dataset, args.root)[0]["test"]
+        columns = classes.align(test_data.classnames, f"--eval-dataset {args.eval_dataset}")
     prepare_out(args)
     texts, targets, val_texts, val_targets, report = _sentences(args, classes)
     # what defines the training data (labels follow from the texts and the synonyms), so that a --resume on other
