@@ -168,7 +168,7 @@ REQUIRED = None  # no default: --help must not show one
 HELP_DEFAULTS = {
     ("train", "coop"): {
         "--model": REQUIRED, "--data": "None", "--split": "None", "--dataset": "None", "--root": "None",
-        "--shots": "16", "--seed": "1", "--subsample": "all", "--out": REQUIRED, "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--class-token-position": "end",
+        "--shots": "16", "--seed": "1", "--subsample": "all", "--out": REQUIRED, "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--init-prompt": "None", "--class-token-position": "end",
         "--loss": "cross_entropy", "--text-chunk": "0", "--checkpoint-text": "False", "--epochs": "None",
         "--batch-size": "32", "--lr": "0.002", "--momentum": "0.9", "--weight-decay": "0.0005",
         "--warmup-epochs": "1", "--warmup-lr": "1e-05", "--precision": "auto", "--views": "10",

@@ -4,6 +4,7 @@ The root is written by `tinyprompt.data.synthetic_tasks.write_benchmark_root` (e
 official layout, synthetic images); the model is the built-in "synthetic" CLIP, so nothing is downloaded.
 """
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from tinyprompt.data.folder import open_image
 from tinyprompt.data.synthetic_tasks import write_benchmark_root
 from tinyprompt.hub import load
 from tinyprompt.methods import load_prompt, read_prompt
+from tinyprompt.methods.pomp import POMPConfig
 from tinyprompt.protocols import CLASSIFICATION, VARIANTS, subsample_classes
 
 pytestmark = needs_vocab
@@ -123,7 +125,7 @@ def test_pomp_evaluates_a_given_prompt_on_the_transfer_tables(grid, root, tmp_pa
     prompt = grid / "runs" / "coop" / "imagenet" / "16shots" / "seed1" / "prompt.pt"  # any shared-context prompt
     out = tmp_path / "pomp"
     assert main(["reproduce", "pomp", "--root", str(root), "--model", "synthetic", "--prompt", str(prompt),
-                 "--out", str(out)]) == 0  # fmt: skip
+                 "--protocol", "cross_dataset", "domain_generalization", "--out", str(out)]) == 0  # fmt: skip
     pomp = _cells(json.loads((out / "results" / "pomp-cross_dataset.json").read_text()), "POMP (ours)")
     for dataset in ("imagenet", "dtd"):  # the same prompt on the same images: the numbers of CoOp's seed-1 run
         seed1 = json.loads((grid / "evaluations" / "coop" / f"imagenet-16shots-seed1-on-{dataset}.json").read_text())
@@ -226,3 +228,38 @@ def test_ship_base_and_new_match_the_recipes_own_protocol(root, tmp_path):
     metrics = json.loads((out / "runs" / "ship" / "eurosat-base" / "16shots" / "seed1" / "metrics.json").read_text())
     for column in ("base", "new", "H"):
         assert cells["eurosat", column] == pytest.approx(metrics["test"]["selected"][column], abs=1e-4)
+
+
+def _pomp_prompt(path, n_ctx=4):
+    """A saved POMP prompt (POMP's prompt_state_dict layout) with a recognisable context."""
+    config = asdict(POMPConfig(n_ctx=n_ctx))
+    width = load("synthetic")[0].ln_final.weight.shape[0]
+    ctx = torch.randn(n_ctx, width, generator=torch.Generator().manual_seed(3)) * 0.02
+    torch.save({"method": "pomp", "config": config, "classnames": ["a", "b"], "ctx": ctx}, path)
+    return ctx
+
+
+def test_coop_starts_from_a_pomp_prompt(root, tmp_path, capsys):
+    ctx = _pomp_prompt(tmp_path / "pomp.pt")
+    out = tmp_path / "run"
+    # one warm-up epoch at lr 1e-30: every update is below fp32 resolution, so the context stays the init exactly
+    assert main(["train", "coop", "--model", "synthetic", "--dataset", "dtd", "--root", str(root), "--shots", "1",
+                 "--epochs", "1", "--warmup-epochs", "1", "--warmup-lr", "1e-30", "--views", "1", "--init-prompt",
+                 str(tmp_path / "pomp.pt"), "--out", str(out)]) == 0  # fmt: skip
+    state = read_prompt(out / "prompt.pt")
+    assert torch.equal(state["ctx"], ctx) and state["config"]["n_ctx"] == 4
+    assert "context initialised from" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="only a shared context transfers"):
+        main(["train", "coop", "--model", "synthetic", "--dataset", "dtd", "--root", str(root), "--csc",
+              "--init-prompt", str(tmp_path / "pomp.pt"), "--out", str(tmp_path / "csc")])  # fmt: skip
+
+
+def test_pomp_base_to_new_fine_tunes_coop_from_the_given_prompt(root, tmp_path):
+    _pomp_prompt(tmp_path / "pomp.pt")
+    out = tmp_path / "grid"
+    assert main(["reproduce", "pomp", "--root", str(root), "--model", "synthetic", "--prompt", str(tmp_path / "pomp.pt"),
+                 "--protocol", "base_to_new", "--datasets", "eurosat", "--seeds", "1", "--quick", "--out", str(out)]) == 0  # fmt: skip
+    state = read_prompt(out / "runs" / "pomp" / "eurosat-base" / "16shots" / "seed1" / "prompt.pt")
+    assert state["method"] == "coop" and state["config"]["n_ctx"] == 4  # CoOp, shaped by the POMP prompt
+    table = json.loads((out / "results" / "pomp-base_to_new.json").read_text())
+    assert {r["column"] for r in table["tables"] if r["method"] == "POMP (ours)"} == {"base", "new", "H"}

@@ -43,9 +43,9 @@ from tinyprompt.zeroshot import zeroshot_classifier
 
 @dataclass(frozen=True)
 class Method:
-    """How a method's grid runs: `recipe` trains each run (None: the prompt is given with --prompt); `protocols` are
-    its paper's tables; `result(metrics)` reads a run's number from its metrics.json where the recipe measures it
-    (None: reproduce evaluates the run's prompt on every target dataset itself)."""
+    """How a method's grid runs: `recipe` trains each run (None: the prompt is given with --prompt, and only
+    base-to-new trains: CoOp initialised from it); `protocols` are its paper's tables; `result(metrics)` reads a
+    run's number from its metrics.json where the recipe measures it (None: reproduce evaluates the run's prompt)."""
 
     recipe: object
     protocols: tuple
@@ -55,7 +55,7 @@ class Method:
 METHODS = {
     "coop": Method(coop, ("few_shot", "base_to_new", "cross_dataset", "domain_generalization")),
     "ship": Method(ship, ("base_to_new",)),
-    "pomp": Method(None, ("cross_dataset", "domain_generalization")),
+    "pomp": Method(None, ("cross_dataset", "domain_generalization", "base_to_new")),
     "taidpt": Method(taidpt, ("multilabel",), lambda metrics: metrics["test"]["final"]["map_merged"]),
     "ilmvp": Method(ilmvp, ("visual_prompting",), lambda metrics: metrics["test"]["top1"]),
 }
@@ -64,12 +64,13 @@ CAPTIONS = "COCO/annotations/captions_train2014.json"  # TaI-DPT's caption corpu
 # --quick: a grid small enough for CI on 2 CPU cores (a smoke test of the whole path, not the papers' numbers)
 QUICK = {"shots": (1, 2), "seeds": (1, 2),
          "train_args": {"coop": "--epochs 2 --views 2", "ship": "--vae-epochs 2 --finetune-every 1 --epochs 2 --views 2",
-                        "taidpt": "--epochs 2", "ilmvp": "--epochs 2"}}  # fmt: skip
+                        "pomp": "--epochs 2 --views 2", "taidpt": "--epochs 2", "ilmvp": "--epochs 2"}}  # fmt: skip
 
 
 def add_args(parser) -> None:
     parser.add_argument("method", choices=list(METHODS), help="whose tables: coop (CoOp, CoCoOp), ship (SHIP), pomp "
-                        "(POMP: evaluates the pre-trained --prompt), taidpt (TaI-DPT), ilmvp (ILM-VP)")  # fmt: skip
+                        "(POMP: evaluates the pre-trained --prompt; base-to-new fine-tunes CoOp from it), taidpt "
+                        "(TaI-DPT), ilmvp (ILM-VP)")  # fmt: skip
     parser.add_argument("--root", required=True, help="data root holding the datasets in their official layouts "
                         "(CoOp's DATASETS.md, TaI-DPT's README; see tinyprompt.data.datasets)")  # fmt: skip
     parser.add_argument("--model", default="ViT-B/16", help="CLIP model name or checkpoint path (the papers' tables: "
@@ -172,9 +173,11 @@ def _evaluate(evaluation, data: _Data, prompt) -> dict:
 
 def _train(args, run, folder: Path, settings: dict) -> None:
     """Train `run` with the method's recipe into `folder` (resumed when it holds a checkpoint)."""
-    recipe = METHODS[args.method].recipe
+    recipe = METHODS[args.method].recipe or coop  # a given prompt (POMP's) is fine-tuned by CoOp
     argv = ["--seed", str(run.seed), "--out", str(folder), "--resume", "--workers", str(args.workers),
             "--device", args.device]  # fmt: skip
+    if args.prompt is not None:
+        argv += ["--init-prompt", str(args.prompt)]
     if recipe is taidpt:  # learned from captions, with the test set's class names; its recipe measures the mAP
         argv += ["--model", str(args.model), "--captions", settings["captions"], "--classes", CLASS_LISTS[run.dataset],
                  "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
@@ -211,11 +214,12 @@ def run(args) -> int:
     seeds = args.seeds or (QUICK["seeds"] if args.quick else SEEDS)
     shots = args.shots or (QUICK["shots"] if args.quick else None)
     sources = args.sources or [f"clip:{args.model}"]
-    grid = {p: plan(p, args.datasets, shots if p == "few_shot" else None, seeds if method.recipe else (0,),
-                    sources=sources) for p in protocols}  # fmt: skip  # pomp: one given prompt
+    trains = {p: method.recipe is not None or p == "base_to_new" for p in protocols}  # else: one given prompt
+    grid = {p: plan(p, args.datasets, shots if p == "few_shot" else None, seeds if trains[p] else (0,),
+                    sources=sources) for p in protocols}  # fmt: skip
     settings = _settings(args)
     needed = sorted({e.dataset for evals in grid.values() for e in evals} |
-                    {e.run.dataset for evals in grid.values() for e in evals if e.run and method.recipe})  # fmt: skip
+                    {e.run.dataset for p, evals in grid.items() for e in evals if e.run and trains[p]})  # fmt: skip
     for name in needed:  # a wrong root fails now, naming the missing path, not after hours of training
         try:
             get_dataset(name).home(args.root)
@@ -228,7 +232,7 @@ def run(args) -> int:
     out = args.out or Path(f"reproduce-{args.method}")
     _claim(out, settings)
 
-    runs = list(dict.fromkeys(e.run for evals in grid.values() for e in evals if e.run is not None and method.recipe))
+    runs = list(dict.fromkeys(e.run for p, evals in grid.items() for e in evals if e.run is not None and trains[p]))
     folder = {r: out / "runs" / args.method / r.folder for r in runs}
     todo = [r for r in runs if not _done(folder[r])]
     print(f"[reproduce] {args.method} on {settings['root']}: {', '.join(protocols)}; {len(runs)} training runs "
@@ -255,7 +259,7 @@ def run(args) -> int:
                 metrics = json.loads((folder[e.run] / "metrics.json").read_text(encoding="utf-8"))
                 value = {"value": method.result(metrics), "metric": "mAP" if protocol == "multilabel" else "top1"}
             else:
-                prompt = None if e.run is None else given if method.recipe is None else folder[e.run] / "prompt.pt"
+                prompt = None if e.run is None else folder[e.run] / "prompt.pt" if trains[protocol] else given
                 value = _evaluate(e, data, prompt)
             result = {"run": asdict(e.run) if e.run else None, "dataset": e.dataset, "subset": e.subset, **value}
             with atomic_write(path, "w") as f:

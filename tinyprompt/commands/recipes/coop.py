@@ -16,6 +16,7 @@ per image, so a step costs only the text encoder; `--reencode` keeps the officia
 Outputs in --out: checkpoint.pt (every epoch; --resume continues), prompt.pt, best.pt (best val
 accuracy), metrics.json (per-epoch logs, val accuracy, and test accuracy of the final and best prompts).
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from tinyprompt.data.splits import ImageDataset, few_shot_splits
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods import load_prompt
+from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
+from tinyprompt.methods.pomp import coop_prompt_state
 from tinyprompt.metrics import accuracy, accuracy_of_features
 from tinyprompt.prompts import POSITIONS
 from tinyprompt.protocols import SUBSETS, subsample_classes
@@ -64,6 +66,9 @@ def add_args(parser) -> None:
     prompt.add_argument("--ctx-init", default="", help="initialise the context from these words, e.g. 'a photo of a' "
                         "(n_ctx = the word count); empty = random N(0, 0.02²) (default: %(default)r)")  # fmt: skip
     prompt.add_argument("--csc", action="store_true", help="class-specific contexts instead of one shared context")
+    prompt.add_argument("--init-prompt", type=Path, default=None, help="start from this saved shared context (a "
+                        "CoOp or POMP prompt.pt, e.g. POMP's pre-trained prompt); its n_ctx, init words and class "
+                        "token position replace --n-ctx, --ctx-init and --class-token-position")  # fmt: skip
     prompt.add_argument("--class-token-position", default="end", choices=POSITIONS, help="where the class name goes")
     prompt.add_argument("--loss", default="cross_entropy", choices=LOSSES, help="F.cross_entropy, or the same loss "
                         "through tinyprompt.kernels.sampled_softmax_loss")  # fmt: skip
@@ -86,6 +91,22 @@ def add_args(parser) -> None:
     run_.add_argument("--encode-batch-size", type=int_at_least(1), default=64, help="images per image-encoder pass")
     add_run_args(run_)
     add_compile_arg(run_)
+
+
+def _init_prompt(path, csc: bool) -> dict:
+    """A saved shared context as a CoOp prompt state (POMP's converted), with its prompt config and source method."""
+    state = read_prompt(path)
+    source = state["method"]
+    if source == "pomp":
+        state = coop_prompt_state(state)
+    elif source != "coop":
+        raise ValueError(f"--init-prompt {path} is a {source} prompt: pass a CoOp or POMP prompt.pt")
+    keys = ("n_ctx", "ctx_init", "csc", "class_token_position")
+    config = {key: state["config"][key] for key in keys if key in state["config"]}
+    if config.get("csc") or csc:
+        raise ValueError(f"--init-prompt {path}: only a shared context transfers to new classes; class-specific "
+                         f"contexts (--csc) belong to their own classes")  # fmt: skip
+    return {**state, "config": config, "source": source}
 
 
 def _loss_fn(reencode: bool):
@@ -111,12 +132,21 @@ def run(args) -> int:
     fingerprint = {"classnames": classnames, "train_items": item_list(train_items, root),
                    "val_items": item_list(val_items, root), "shots": args.shots, "seed": args.seed, "subsample": args.subsample,
                    "views": "reencode" if args.reencode else args.views}  # fmt: skip
+    init = _init_prompt(args.init_prompt, args.csc) if args.init_prompt is not None else None
+    if init is not None:
+        # a resume from another starting context is refused
+        fingerprint["init_prompt"] = hashlib.sha256(init["ctx"].float().numpy().tobytes()).hexdigest()
     torch.manual_seed(args.seed)  # the context init
     clip, preprocess = load(args.model, device=device)
     n_px = clip.visual.input_resolution
-    config = CoOpConfig(n_ctx=args.n_ctx, ctx_init=args.ctx_init, csc=args.csc, class_token_position=args.class_token_position,
-                        loss=args.loss, text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)  # fmt: skip
+    prompt = init["config"] if init is not None else dict(n_ctx=args.n_ctx, ctx_init=args.ctx_init, csc=args.csc,
+                                                          class_token_position=args.class_token_position)  # fmt: skip
+    config = CoOpConfig(**prompt, loss=args.loss, text_chunk=args.text_chunk, checkpoint=args.checkpoint_text)
     model = CoOp(clip, classnames, config)
+    if init is not None:
+        model.load_prompt_state_dict(init)
+        print(f"[tinyprompt] context initialised from {args.init_prompt} ({init['source']} prompt: "
+              f"{', '.join(f'{k}={v!r}' for k, v in init['config'].items())})")
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
 
     augment = train_transform(n_px)
