@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from tinyprompt.commands import cli
-from tinyprompt.commands.demo import EXPERIMENTS, PRESETS, DemoSettings, Progress, chosen_methods
+from tinyprompt.commands.demo import (
+    EXPERIMENTS,
+    PRESETS,
+    REAL_DATA,
+    DemoSettings,
+    Progress,
+    chosen_methods,
+)
 from tinyprompt.engine import TrainConfig, train
 
 # `tinyprompt demo --quick` (seed 0) as measured with the committed tiny CLIP when the margins below were set
@@ -153,3 +161,13 @@ def test_default_threads_one_on_two_cores_else_the_idle_cores_up_to_torchs_defau
         assert cli.default_threads() == threads, (cores, load)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # torch has read it: the user's choice stands
     assert cli.default_threads() == 8
+
+
+def test_the_closing_commands_parse():
+    """The commands the demo points to at its end are real: each parses with the CLI's own parser."""
+    commands = [line.strip().split("    ")[0] for line in REAL_DATA.splitlines() if line.strip().startswith("tinyprompt ")]
+    commands += [line.split(": ", 1)[1] for line in REAL_DATA.splitlines() if "dry run" in line]
+    assert len(commands) == 7 and all(c.startswith("tinyprompt reproduce") for c in commands if "train" not in c)
+    for command in commands:
+        args = cli.build_parser().parse_args(shlex.split(command)[1:])
+        assert args.command_module is not None

@@ -263,3 +263,13 @@ def test_pomp_base_to_new_fine_tunes_coop_from_the_given_prompt(root, tmp_path):
     assert state["method"] == "coop" and state["config"]["n_ctx"] == 4  # CoOp, shaped by the POMP prompt
     table = json.loads((out / "results" / "pomp-base_to_new.json").read_text())
     assert {r["column"] for r in table["tables"] if r["method"] == "POMP (ours)"} == {"base", "new", "H"}
+
+
+def test_synthetic_data_is_an_offline_dry_run(tmp_path, capsys):
+    args = ["reproduce", "coop", "--root", str(tmp_path / "data"), "--synthetic-data", "--model", "synthetic", "--quick",
+            "--protocol", "few_shot", "--datasets", "dtd", "--shots", "1", "--seeds", "1", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert "wrote the synthetic world's imagenet, caltech101" in capsys.readouterr().out
+    assert load_dataset("imagenet_r", tmp_path / "data")[1]  # every CoOp layout is there
+    assert main(args) == 0
+    assert "wrote the synthetic world" not in capsys.readouterr().out  # present: used as it is

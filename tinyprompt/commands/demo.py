@@ -398,14 +398,16 @@ def _chart(rows, path: Path) -> bool:
 
 
 REAL_DATA = """\
-On real data, with OpenAI's checkpoints (downloaded once, sha256-verified):
-  tinyprompt zeroshot --model ViT-B/16 --data DATA/imagenet/val
-  tinyprompt train coop   --model ViT-B/16 --data DATA/oxford_pets/images --split DATA/oxford_pets/split_zhou_OxfordPets.json --shots 16 --out runs/coop
-  tinyprompt train taidpt --model RN50 --captions DATA/coco/captions_train2017.json --classes coco --out runs/taidpt
-  tinyprompt train ilmvp  --source clip:ViT-B/32 --data DATA/flowers --out runs/ilmvp
-  tinyprompt train ship   --model ViT-B/16 --data DATA/caltech-101/101_ObjectCategories --split DATA/caltech-101/split_zhou_Caltech101.json --out runs/ship
-  tinyprompt train pomp   --model ViT-B/16 --data DATA/imagenet21k --classes DATA/imagenet21k/classnames.txt --out runs/pomp
-(each `tinyprompt train METHOD --help` lists every flag with its default; see the README)"""
+The papers' tables on real data (the datasets in their official layouts under DATA; OpenAI's checkpoints are
+downloaded once, sha256-verified); each is one resumable grid over datasets and seeds, with the published numbers:
+  tinyprompt reproduce coop   --root DATA --model ViT-B/16    few-shot, base-to-new, cross-dataset, domain generalisation
+  tinyprompt reproduce ship   --root DATA --model ViT-B/16    base-to-new
+  tinyprompt reproduce pomp   --root DATA --model ViT-B/16 --prompt runs/pomp/prompt.pt    transfer of the prompt
+  tinyprompt reproduce taidpt --root DATA --model RN50        multi-label mAP, learned from COCO captions
+  tinyprompt reproduce ilmvp  --root DATA --model ViT-B/32    visual prompting per target task
+  tinyprompt train pomp --model ViT-B/16 --data DATA/imagenet21k/train --classes DATA/imagenet21k/names.tsv --out runs/pomp
+Offline dry run of the same path: tinyprompt reproduce coop --root runs/synthetic-data --synthetic-data --model synthetic --quick
+(one run at a time: tinyprompt zeroshot / train METHOD / eval, each with --help; see the README)"""
 
 
 def add_args(parser) -> None:

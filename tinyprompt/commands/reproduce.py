@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 from tinyprompt.commands.args import int_at_least, resolve_device
 from tinyprompt.commands.recipes import coop, ilmvp, ship, taidpt
-from tinyprompt.data.datasets import get_dataset
+from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.data.splits import Item
+from tinyprompt.data.synthetic_tasks import BENCHMARK_LAYOUTS, write_benchmark_root
 from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.metrics import accuracy, mean_average_precision
 from tinyprompt.protocols import PROTOCOLS, SEEDS, plan, plot_few_shot, subsample_classes, tables, tables_csv
@@ -94,6 +95,9 @@ def add_args(parser) -> None:
                         "default: reproduce-METHOD")  # fmt: skip
     parser.add_argument("--train-args", default="", help="extra flags for every training run, as one string, e.g. "
                         "'--epochs 50 --precision fp32' (see tinyprompt train METHOD --help)")  # fmt: skip
+    parser.add_argument("--synthetic-data", action="store_true", help="first write the built-in synthetic world into "
+                        "--root in the official layout of each dataset missing there: with --model synthetic, an "
+                        "offline dry run of the whole path (tinyprompt.data.synthetic_tasks.write_benchmark_root)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help=f"a tiny grid to check the whole path: shots "
                         f"{QUICK['shots']}, seeds {QUICK['seeds']}, 2 epochs (not the papers' settings)")  # fmt: skip
     parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="images per encoder pass (evaluation)")
@@ -218,6 +222,11 @@ def run(args) -> int:
     grid = {p: plan(p, args.datasets, shots if p == "few_shot" else None, seeds if trains[p] else (0,),
                     sources=sources) for p in protocols}  # fmt: skip
     settings = _settings(args)
+    if args.synthetic_data:
+        missing = [name for name in BENCHMARK_LAYOUTS if not (Path(args.root) / DATASETS[name].folder).exists()]
+        if missing:
+            write_benchmark_root(args.root, missing)
+            print(f"[reproduce] wrote the synthetic world's {', '.join(missing)} into {args.root}")
     needed = sorted({e.dataset for evals in grid.values() for e in evals} |
                     {e.run.dataset for p, evals in grid.items() for e in evals if e.run and trains[p]})  # fmt: skip
     for name in needed:  # a wrong root fails now, naming the missing path, not after hours of training
