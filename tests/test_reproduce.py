@@ -15,8 +15,9 @@ from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import open_image
 from tinyprompt.data.synthetic_tasks import write_benchmark_root
 from tinyprompt.hub import load
-from tinyprompt.methods import load_prompt, read_prompt
+from tinyprompt.methods import CoOp, TaIDPT, load_prompt, read_prompt
 from tinyprompt.methods.pomp import POMPConfig
+from tinyprompt.metrics import mean_average_precision
 from tinyprompt.protocols import CLASSIFICATION, VARIANTS, subsample_classes
 
 pytestmark = needs_vocab
@@ -273,3 +274,25 @@ def test_synthetic_data_is_an_offline_dry_run(tmp_path, capsys):
     assert load_dataset("imagenet_r", tmp_path / "data")[1]  # every CoOp layout is there
     assert main(args) == 0
     assert "wrote the synthetic world" not in capsys.readouterr().out  # present: used as it is
+
+
+def test_eval_scores_a_taidpt_prompt_with_map(tmp_path):
+    """`tinyprompt eval` on a TaI-DPT prompt: mAP of the merged scores, as TaIDPT.forward gives them on the images."""
+    _voc_root(tmp_path / "data", torch.Generator().manual_seed(1))
+    clip, preprocess = load("synthetic")
+    data = load_dataset("voc2007", tmp_path / "data")[0]["test"]
+    torch.manual_seed(0)
+    model = TaIDPT(clip, data.classnames)
+    torch.save(model.prompt_state_dict(), tmp_path / "taidpt.pt")
+    assert main(["eval", "--prompt", str(tmp_path / "taidpt.pt"), "--model", "synthetic", "--dataset", "voc2007",
+                 "--root", str(tmp_path / "data"), "--output", str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "eval.json").read_text())
+    images = torch.stack([preprocess(open_image(path)) for path in data.paths])
+    with torch.no_grad():
+        scores = model(images)[2]  # (N, C) merged
+    assert result["map_merged"] == pytest.approx(mean_average_precision(scores, data.labels, data.ignore)[0], abs=1e-3)
+    with pytest.raises(ValueError, match="is multi-label: a coop prompt gives single-label accuracy"):
+        coop = CoOp(clip, data.classnames).prompt_state_dict()
+        torch.save(coop, tmp_path / "coop.pt")
+        main(["eval", "--prompt", str(tmp_path / "coop.pt"), "--model", "synthetic", "--dataset", "voc2007",
+              "--root", str(tmp_path / "data")])  # fmt: skip

@@ -1,28 +1,33 @@
-"""`tinyprompt eval`: the accuracy of a saved prompt on a labelled image set, with any class list.
+"""`tinyprompt eval`: the accuracy of a saved prompt on a labelled image set, with any class list (TaI-DPT: mAP).
 
 A learned prompt is a few tensors (`prompt.pt`, written by `tinyprompt train`); its context transfers to
 classes it never saw (CoOp, arXiv 2109.01134, section 4.2: ImageNet -> ImageNet-V2/-Sketch/-A/-R; POMP,
 arXiv 2304.04704: a prompt pre-trained on ImageNet-21K evaluated zero-shot on other datasets). This
 command rebuilds the method around a CLIP for the class names of the evaluation data and reports
-top-1 / top-5 accuracy. Image features come from the feature cache (`tinyprompt.data.features`), so
-evaluating several prompts on one dataset encodes its images once.
+top-1 / top-5 accuracy; a TaI-DPT prompt gets the mAP of its global, local and merged scores on a multi-label
+set (a registered one, or a COCO instances .json / VOC2007 / NUS-WIDE folder / label list as --data). Image
+features come from the feature cache (`tinyprompt.data.features`), so evaluating several prompts on one dataset
+encodes its images once.
 
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data imagenet-a/   (folder per class)
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --data caltech/ --split split_zhou_Caltech101.json
     tinyprompt eval --prompt runs/coop/prompt.pt --model ViT-B/16 --dataset imagenet_r --root $DATA   (registry)
+    tinyprompt eval --prompt runs/taidpt/prompt.pt --model RN50 --dataset voc2007 --root $DATA          (mAP)
 """
 import json
 from pathlib import Path
 
 from tinyprompt.commands.args import REQUIRED, class_names, int_at_least, resolve_device
+from tinyprompt.commands.recipes.taidpt import eval_features, evaluate_map
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.folder import find_classes
+from tinyprompt.data.multilabel import read_multilabel
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods import METHODS, load_prompt, read_prompt
+from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.metrics import accuracy_of_features
 
 
@@ -50,6 +55,31 @@ def add_args(parser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the result as JSON to this file")
 
 
+def _multilabel(args, state, device) -> int:
+    """mAP (global, local, merged scores: TaI-DPT's evaluation) of a TaI-DPT prompt on a multi-label test set."""
+    if args.dataset is not None:
+        if not get_dataset(args.dataset).multilabel:
+            raise ValueError(f"--dataset {args.dataset} is single-label: a TaI-DPT prompt is scored with mAP on a "
+                             f"multi-label set ({', '.join(n for n, e in DATASETS.items() if e.multilabel)})")  # fmt: skip
+        data, source = load_dataset(args.dataset, args.root)[0][args.subset], f"{args.dataset} ({args.subset})"
+        if data is None:
+            raise ValueError(f"{args.dataset} has no {args.subset} split: use --subset test")
+    else:  # a COCO instances .json, a VOC2007 or NUS-WIDE folder, or a CSV/JSONL label list
+        data, source = read_multilabel(args.data), str(args.data)
+    clip, _ = load(args.model, device=device)
+    model = load_prompt(clip, state, data.classnames, text_chunk=args.text_chunk)
+    glob, local = eval_features(clip, data, clip.visual.input_resolution, args.batch_size, args.workers, device)
+    result = evaluate_map(model, glob, local, data.labels, data.ignore)
+    result = {"prompt": str(args.prompt), "model": str(args.model), "data": source, "images": len(data),
+              "classes": len(data.classnames), **result}  # fmt: skip
+    print(f"taidpt prompt {args.prompt} on {source}: {len(data)} images, {len(data.classnames)} classes")
+    print("  ".join(f"mAP {k.removeprefix('map_')} {result[k]:.2f}" for k in ("map_global", "map_local", "map_merged")))
+    if args.output is not None:
+        with atomic_write(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
 def run(args) -> int:
     if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
         raise ValueError("pass either --data (a folder per class, or the image root of --split) or --dataset NAME "
@@ -59,13 +89,15 @@ def run(args) -> int:
                          "files: drop --classes")  # fmt: skip
     device = resolve_device(args.device)
     state = read_prompt(args.prompt)
-    if not hasattr(METHODS[state["method"]], "forward_features"):  # TaI-DPT's multi-label scores, SHIP's generator
-        raise ValueError(f"{args.prompt} is a {state['method']} prompt: `tinyprompt eval` measures the single-label "
-                         f"accuracy of CoOp and POMP prompts (and of the CoOp prompt.pt a SHIP run writes)")
+    if state["method"] == "ship":
+        raise ValueError(f"{args.prompt} is SHIP's generator: what SHIP classifies with is the CoOp prompt it trains, "
+                         f"the prompt.pt in the SHIP run's --out; evaluate that one")  # fmt: skip
+    if state["method"] == "taidpt":
+        return _multilabel(args, state, device)
     if args.dataset is not None:
-        if get_dataset(args.dataset).multilabel:
-            raise ValueError(f"--dataset {args.dataset} is multi-label: `tinyprompt eval` measures single-label "
-                             f"accuracy; TaI-DPT's mAP is measured by tinyprompt train taidpt --eval-data")  # fmt: skip
+        if get_dataset(args.dataset).multilabel:  # top-1 accuracy of a multi-label set is undefined
+            raise ValueError(f"--dataset {args.dataset} is multi-label: a {state['method']} prompt gives single-label "
+                             f"accuracy; evaluate a TaI-DPT prompt on it (mAP)")  # fmt: skip
         splits, classnames = load_dataset(args.dataset, args.root)
         items = splits[args.subset]
     elif args.split is not None:

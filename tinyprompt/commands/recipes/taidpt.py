@@ -142,7 +142,7 @@ def _sentences(args, classes):
     return texts, targets, [kept[i] for i in val.tolist()], labels[val], report
 
 
-def _eval_features(clip, data, n_px, args, device):
+def eval_features(clip, data, n_px, batch_size: int, workers: int, device):
     """(global (N, E), local (N, HW, E)) of the test images through the dense encoder, from the feature cache."""
 
     def encode(images):  # one flat row per image: cached_features stores (N, D) rows
@@ -151,8 +151,8 @@ def _eval_features(clip, data, n_px, args, device):
 
     items = [Item(path, 0, "") for path in data.paths]
     key = {"model": module_fingerprint(clip), "features": "taidpt.image_features"}
-    flat = cached_features(encode, items, clip_preprocess(n_px), key_parts=key, batch_size=max(1, args.encode_batch_size // 4),
-                           device=device, num_workers=args.workers)[0]  # fmt: skip
+    flat = cached_features(encode, items, clip_preprocess(n_px), key_parts=key, batch_size=batch_size, device=device,
+                           num_workers=workers)[0]  # fmt: skip
     feats = flat.view(len(items), -1, clip.embed_dim)  # (N, 1 + HW, E)
     return feats[:, 0], feats[:, 1:]
 
@@ -244,7 +244,8 @@ def _finish(model, clip, classes, args, report, result, data, columns, device) -
     metrics = json.loads((args.out / "metrics.json").read_text())
     metrics["captions"] = {"read": report.total, "kept": report.kept, "per_class": dict(zip(classes.classnames, report.per_class))}
     if data is not None:
-        glob, local = _eval_features(clip, data, clip.visual.input_resolution, args, device)
+        glob, local = eval_features(clip, data, clip.visual.input_resolution, max(1, args.encode_batch_size // 4),
+                                    args.workers, device)
         test = {"final": evaluate_map(model, glob, local, data.labels, data.ignore, columns)}
         best = args.out / "best.pt"
         if result.get("best") is not None and best.is_file():
