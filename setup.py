@@ -27,6 +27,7 @@ setup(
     extras_require={
         "images": ["Pillow"],
         "plot": ["matplotlib"],
+        "safetensors": ["safetensors"],  # .safetensors prompt files (tinyprompt.methods.save_prompt)
         "test": ["pytest", "Pillow"],
     },
     entry_points={"console_scripts": ["tinyprompt = tinyprompt.commands.cli:entry"]},

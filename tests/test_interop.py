@@ -1,12 +1,14 @@
 """tinyprompt.methods.official_formats and `tinyprompt import-prompt` / `export-prompt`: the official repositories'
-prompt files, in and out.
+prompt files, in and out (and tinyprompt's own prompt as .safetensors).
 
 - round trips: import(export(prompt)) is the prompt, bit for bit, for every supported method;
 - official files built here with the layout the official code saves (Dassl's save_checkpoint dict, the
   PromptLearner's keys, float16 as under the default PREC) import and give the text features of the prompt
   they came from;
 - exported files load through the official loaders' steps (key names and shapes, strict where they are);
-- wrong shapes, unknown layouts and pickled objects each fail with one line that names the problem.
+- wrong shapes, unknown layouts and pickled objects each fail with one line that names the problem;
+- the commands do the same for every format, ILM-VP's (its mask from the training flags) included, and convert any
+  prompt to .safetensors and back.
 The expected features are computed the same way from the same fp32 values, so they are compared bit for bit.
 """
 import warnings
@@ -21,7 +23,7 @@ import tinyprompt
 from tinyprompt.clip import CLIP
 from tinyprompt.commands.cli import main
 from tinyprompt.methods import (ILMVP, POMP, CoOp, CoOpConfig, ILMVPConfig, POMPConfig, TaIDPT, TaIDPTConfig,
-                                export_prompt, import_prompt, load_prompt, read_prompt)
+                                export_prompt, import_prompt, load_prompt, read_prompt, read_prompt_file)
 from tinyprompt.methods.ilmvp import AdditivePrompt, PaddingPrompt
 
 NAMES, OTHER = ["cat", "golden_retriever", "a (b)"], ["tabby cat", "boeing 747"]
@@ -287,7 +289,7 @@ def test_commands_end_to_end(clip, tmp_path, capsys):
     official = tmp_path / "output" / "prompt_learner" / "model.pth.tar-50"
     assert main(["export-prompt", "--prompt", str(run / "prompt.pt"), "--format", "coop", "--out", str(official)]) == 0
     out = capsys.readouterr().out
-    assert "state_dict ctx (4, 32) (float32), epoch 50" in out and "--load-epoch N" in out
+    assert "coop layout, ctx (4, 32) float32, epoch 50" in out and "--load-epoch N" in out
     assert "class_token_position='middle'" in out  # what the official run must be told: the file does not say
     imported = tmp_path / "prompt.pt"
     command = ["import-prompt", "--file", str(official), "--method", "coop", "--out", str(imported)]
@@ -315,3 +317,84 @@ def test_import_command_checks_the_width_against_a_model(tmp_path):
     with warnings.catch_warnings(), pytest.raises(ValueError, match="width 32, but this CLIP's text width is 64"):
         warnings.simplefilter("ignore")  # a checkpoint file's head width is assumed (hub.load says so)
         main(command)
+
+
+ILMVP_FLAGS = {"cnn": (lambda: PaddingPrompt(8, 16), ["--image-size", "8", "--input-size", "16"]),
+               "clip": (lambda: AdditivePrompt(16, 3), ["--pad", "3", "--input-size", "16"])}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ILMVP_FLAGS)
+def test_ilmvp_commands_export_and_import_its_official_file(tmp_path, capsys, kind):
+    make_prompt, flags = ILMVP_FLAGS[kind]
+    model = trained(ILMVP(SimpleNamespace(n_cls=20), make_prompt(), 5, class_names=OTHER + ["x", "y", "z"]))
+    model.mapping.copy_(torch.tensor([7, 2, 19, 0, 11]))  # as an ILM pass leaves it
+    state = model.prompt_state_dict()
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    torch.save(state, run / "prompt.pt")
+    torch.save({"epoch": 3, "prompt": state}, run / "checkpoint.pt")  # the prompt inside a training checkpoint
+    reference = export_prompt(state, tmp_path / "api.pth", visual_prompt=model.prompt)
+    for source in ("prompt.pt", "checkpoint.pt"):
+        official = tmp_path / "results" / "best.pth"
+        assert main(["export-prompt", "--prompt", str(run / source), "--out", str(official), *flags]) == 0
+        assert "ilmvp layout, program (3, 16, 16) float32, mask (3, 16, 16) float32, mapping_sequence (5,) int64" \
+            in capsys.readouterr().out
+        written = torch.load(official, map_location="cpu", weights_only=True)
+        assert_same_state(written["visual_prompt_dict"], reference["visual_prompt_dict"])  # what the API writes
+        assert torch.equal(written["mapping_sequence"], state["mapping"]) and written["epoch"] == 0
+    command = ["import-prompt", "--file", str(official), "--method", "ilmvp", "--out"]
+    assert main([*command, str(tmp_path / "back.pt"), *flags]) == 0
+    assert "load_prompt_state_dict" in capsys.readouterr().out
+    back = read_prompt_file(tmp_path / "back.pt")
+    assert_same_state({**back, "classnames": state["classnames"]}, state)  # the file holds no class names
+    fresh = ILMVP(SimpleNamespace(n_cls=20), make_prompt(), 5)
+    fresh.load_prompt_state_dict(back)
+    assert torch.equal(fresh.prompt.prompt, model.prompt.prompt) and torch.equal(fresh.mapping, model.mapping)
+
+
+def test_ilmvp_commands_check_the_prompt_flags(tmp_path):
+    state = trained(ILMVP(SimpleNamespace(n_cls=20), PaddingPrompt(8, 16), 5)).prompt_state_dict()
+    torch.save(state, tmp_path / "prompt.pt")
+    export = ["export-prompt", "--prompt", str(tmp_path / "prompt.pt"), "--out", str(tmp_path / "best.pth")]
+    one_line_error(lambda: main(export), "pass the one flag", "got neither")
+    one_line_error(lambda: main([*export, "--image-size", "8", "--pad", "3"]), "got --image-size and --pad")
+    one_line_error(lambda: main([*export, "--image-size", "8"]), "(3, 16, 16)", "--input-size 224 makes (3, 224, 224)")
+    one_line_error(lambda: main([*export, "--dtype", "float16", "--image-size", "8", "--input-size", "16"]),
+                   "use float32")
+    main([*export, "--image-size", "8", "--input-size", "16"])
+    importing = ["import-prompt", "--file", str(tmp_path / "best.pth"), "--method", "ilmvp", "--out",
+                 str(tmp_path / "back.pt")]  # fmt: skip
+    one_line_error(lambda: main([*importing, "--pad", "3", "--input-size", "16"]), "mask lets 576 of 768",
+                   "this prompt's 468")
+    one_line_error(lambda: main([*importing, "--image-size", "8"]), "(3, 16, 16)", "(3, 224, 224)")
+    coop = {"method": "coop", "config": {}, "classnames": [], "ctx": torch.zeros(4, 32)}
+    torch.save(coop, tmp_path / "coop.pt")
+    one_line_error(lambda: main(["export-prompt", "--prompt", str(tmp_path / "coop.pt"), "--out", str(tmp_path / "m"),
+                                 "--pad", "3"]), "--pad describe an ILM-VP prompt")  # fmt: skip
+
+
+@needs_vocab
+def test_commands_write_and_read_safetensors_prompts(clip, tmp_path, capsys):
+    pytest.importorskip("safetensors", reason="the optional safetensors package is not installed")
+    model = trained(TaIDPT(clip, NAMES, TaIDPTConfig(n_ctx=4, temperature_image=4.0)))
+    state = model.prompt_state_dict()
+    torch.save(state, tmp_path / "prompt.pt")
+    export = ["export-prompt", "--prompt", str(tmp_path / "prompt.pt"), "--out"]
+    assert main([*export, str(tmp_path / "a.safetensors")]) == 0  # by the suffix
+    assert "safetensors, ctx_global (4, 32) float32, ctx_local (4, 32) float32" in capsys.readouterr().out
+    assert main([*export, str(tmp_path / "b.safetensors"), "--format", "safetensors"]) == 0
+    for name in ("a", "b"):
+        assert_same_state(read_prompt(tmp_path / f"{name}.safetensors"), state)
+    torch.testing.assert_close(features(load_prompt(clip, tmp_path / "a.safetensors", OTHER)),
+                               features(load_prompt(clip, state, OTHER)), rtol=0, atol=0)
+    # and back to an official file from the .safetensors prompt; import-prompt writes .safetensors too
+    official = tmp_path / "prompt_learner" / "model.pth.tar-5"
+    assert main(["export-prompt", "--prompt", str(tmp_path / "a.safetensors"), "--out", str(official)]) == 0
+    command = ["import-prompt", "--file", str(official), "--method", "taidpt", "--out", str(tmp_path / "c.safetensors")]
+    assert main(command) == 0
+    assert_same_state(read_prompt(tmp_path / "c.safetensors"), import_prompt(official, "taidpt"))
+    one_line_error(lambda: main([*export, str(tmp_path / "x.safetensors"), "--format", "coop"]),
+                   "reads its file with torch.load", "--format safetensors")
+    one_line_error(lambda: main([*export, str(tmp_path / "x.safetensors"), "--dtype", "float16"]),
+                   "--dtype describe an official file")
+    one_line_error(lambda: main([*export, str(tmp_path / "x.pt"), "--format", "safetensors"]), "name it *.safetensors")

@@ -20,8 +20,8 @@ COMMANDS = {
     "eval": (evaluate, "accuracy of a saved prompt on a labelled image set, with any class list"),
     "export-classifier": (export, "L2-normalised class embeddings (C, E) of a saved prompt, as .npy"),
     "models": (models, "the names --model takes, their download sizes and which are cached"),
-    "import-prompt": (prompt_files.IMPORT, "an official repository's prompt file (CoOp, POMP, TaI-DPT) as prompt.pt"),
-    "export-prompt": (prompt_files.EXPORT, "a saved prompt as the official repository's file, which its code loads"),
+    "import-prompt": (prompt_files.IMPORT, "an official repository's prompt file (CoOp, POMP, TaI-DPT, ILM-VP) as prompt.pt"),
+    "export-prompt": (prompt_files.EXPORT, "a saved prompt as the official repository's file, which its code loads, or as .safetensors"),
 }
 
 
