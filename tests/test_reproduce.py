@@ -296,3 +296,21 @@ def test_eval_scores_a_taidpt_prompt_with_map(tmp_path):
         torch.save(coop, tmp_path / "coop.pt")
         main(["eval", "--prompt", str(tmp_path / "coop.pt"), "--model", "synthetic", "--dataset", "voc2007",
               "--root", str(tmp_path / "data")])  # fmt: skip
+
+
+def test_eval_runs_an_ilmvp_prompt_through_its_runs_source(root, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "ilmvp", "--source", "clip:synthetic", "--dataset", "dtd", "--root", str(root), "--pad", "4",
+                 "--epochs", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "dtd", "--root",
+                 str(root), "--output", str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert json.loads((tmp_path / "eval.json").read_text())["top1"] == pytest.approx(test["top1"])  # the recipe's own
+    with pytest.raises(ValueError, match="was trained through the source clip:synthetic, not --model RN50"):
+        main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "RN50", "--dataset", "dtd", "--root", str(root)])
+    with pytest.raises(ValueError, match="an ILM-VP label mapping holds for its own target classes"):
+        main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "eurosat", "--root",
+              str(root)])  # fmt: skip
+    (out / "source.json").unlink()
+    with pytest.raises(FileNotFoundError, match="source.json does not exist: an ILM-VP prompt works only through"):
+        main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "dtd", "--root", str(root)])

@@ -1,5 +1,9 @@
 """`tinyprompt eval`: the accuracy of a saved prompt on a labelled image set, with any class list (TaI-DPT: mAP).
 
+Every method's prompt: CoOp's and POMP's (and the CoOp prompt.pt of a SHIP run) for any class list; TaI-DPT's
+with mAP on a multi-label set; ILM-VP's on its own target classes, through the source classifier recorded in
+its run folder (source.json, written by `tinyprompt train ilmvp`; --model names that source).
+
 A learned prompt is a few tensors (`prompt.pt`, written by `tinyprompt train`); its context transfers to
 classes it never saw (CoOp, arXiv 2109.01134, section 4.2: ImageNet -> ImageNet-V2/-Sketch/-A/-R; POMP,
 arXiv 2304.04704: a prompt pre-trained on ImageNet-21K evaluated zero-shot on other datasets). This
@@ -18,16 +22,24 @@ import json
 from pathlib import Path
 
 from tinyprompt.commands.args import REQUIRED, class_names, int_at_least, resolve_device
+from tinyprompt.commands.recipes.ilmvp import evaluate as ilmvp_accuracy
+from tinyprompt.commands.recipes.ilmvp import load_run_model
 from tinyprompt.commands.recipes.taidpt import eval_features, evaluate_map
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.multilabel import read_multilabel
-from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
+from tinyprompt.data.splits import (
+    ImageDataset,
+    classnames_from_items,
+    folder_items,
+    make_loader,
+    read_split_file,
+)
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods import load_prompt, read_prompt
+from tinyprompt.methods import METHODS, load_prompt, read_prompt, read_prompt_file
 from tinyprompt.metrics import accuracy_of_features
 
 
@@ -88,7 +100,9 @@ def run(args) -> int:
         raise ValueError("--classes renames class folders; with --split or --dataset the names come from the split "
                          "files: drop --classes")  # fmt: skip
     device = resolve_device(args.device)
-    state = read_prompt(args.prompt)
+    state = read_prompt_file(args.prompt)
+    if state["method"] not in METHODS and state["method"] != "ilmvp":
+        read_prompt(args.prompt)  # the one message for a file of no known method
     if state["method"] == "ship":
         raise ValueError(f"{args.prompt} is SHIP's generator: what SHIP classifies with is the CoOp prompt it trains, "
                          f"the prompt.pt in the SHIP run's --out; evaluate that one")  # fmt: skip
@@ -109,12 +123,24 @@ def run(args) -> int:
     if not items:
         raise ValueError(f"no images to evaluate in {args.dataset or args.split or args.data} ({args.subset}): pick "
                          f"another subset")  # fmt: skip
-    clip, preprocess = load(args.model, device=device)
-    features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
-                               device=device, num_workers=args.workers)[0]  # fmt: skip
-    model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
-    result = accuracy_of_features(model, features, [item.label for item in items])
     source = f"{args.dataset} ({args.subset}) under {args.root}" if args.dataset else str(args.data)
+    if state["method"] == "ilmvp":  # the prompt and mapping belong to the run's source classifier and classes
+        if list(state.get("classnames") or []) != list(classnames):
+            raise ValueError(f"{args.prompt} maps the classes {list(state.get('classnames') or [])[:5]}..., {source} "
+                             f"has {classnames[:5]}...: an ILM-VP label mapping holds for its own target classes, "
+                             f"in their order")  # fmt: skip
+        model, transform, spec = load_run_model(args.prompt, state, device)
+        if str(args.model) not in (spec, spec.removeprefix("clip:")):
+            raise ValueError(f"{args.prompt} was trained through the source {spec}, not --model {args.model}: pass "
+                             f"--model {spec}")  # fmt: skip
+        loader = make_loader(ImageDataset(items, transform), args.batch_size, args.workers, device=device)
+        result = {"top1": ilmvp_accuracy(model, loader, device)}
+    else:
+        clip, preprocess = load(args.model, device=device)
+        features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
+                                   device=device, num_workers=args.workers)[0]  # fmt: skip
+        model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
+        result = accuracy_of_features(model, features, [item.label for item in items])
     result = {"prompt": str(args.prompt), "model": str(args.model), "data": source, "images": len(items),
               "classes": len(classnames), **result}  # fmt: skip
     print(f"{state['method']} prompt {args.prompt} on {source}: {len(items)} images, {len(classnames)} classes")

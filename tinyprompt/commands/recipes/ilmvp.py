@@ -17,21 +17,46 @@ defaults from the official scripts (OPTML-Group/ILM-VP `experiments/cnn/ilm_vp.p
 Outputs in --out: checkpoint.pt (every epoch; --resume continues), prompt.pt (prompt + mapping),
 metrics.json (per-epoch logs and the test top-1 accuracy with the final prompt and mapping).
 """
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, positive_float, resolve_device
-from tinyprompt.commands.recipes import (FLAGS, add_compile_arg, add_precision_arg, add_run_args, add_split_args,
-                                         item_list, load_run_data, prepare_out, train_config)
+from tinyprompt.commands.args import (
+    REQUIRED,
+    finite_float,
+    int_at_least,
+    positive_float,
+    resolve_device,
+)
+from tinyprompt.commands.recipes import (
+    FLAGS,
+    add_compile_arg,
+    add_precision_arg,
+    add_run_args,
+    add_split_args,
+    item_list,
+    load_run_data,
+    prepare_out,
+    train_config,
+)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods.ilmvp import (ILMVP, IMAGENET_MEAN, IMAGENET_STD, MAPPINGS, AdditivePrompt, ILMVPConfig,
-                                      PaddingPrompt, clip_text_source, load_classifier)
+from tinyprompt.methods.ilmvp import (
+    ILMVP,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAPPINGS,
+    AdditivePrompt,
+    ILMVPConfig,
+    PaddingPrompt,
+    clip_text_source,
+    load_classifier,
+)
 from tinyprompt.metrics import accuracy
 
 # official optimisation per source kind
@@ -111,6 +136,28 @@ def build_model(args, classnames, device):
     return model, ResizeToTensor(args.image_size), "cnn"
 
 
+SOURCE_FILE = "source.json"  # beside prompt.pt: the flags that rebuild the source and prompt shape (`load_run_model`)
+SOURCE_FLAGS = ("source", "image_size", "input_size", "mean", "std", "pad")
+
+
+def load_run_model(prompt_path, state: dict, device):
+    """(ILMVP holding a saved prompt and its mapping, image transform, source spec), rebuilt from the source.json
+    that `tinyprompt train ilmvp` wrote beside the prompt: the prompt belongs to that source classifier."""
+    path = Path(prompt_path).parent / SOURCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: an ILM-VP prompt works only through the source classifier it "
+                                f"was trained with, which `tinyprompt train ilmvp` records in {SOURCE_FILE} beside "
+                                f"prompt.pt; keep the prompt in its run folder")  # fmt: skip
+    if not state.get("classnames"):
+        raise ValueError(f"{prompt_path} names no target classes: its labels cannot be matched to the evaluation data")
+    config = state["config"]
+    flags = json.loads(path.read_text(encoding="utf-8"))
+    args = argparse.Namespace(**flags, mapping=config["mapping"], mapping_interval=config["interval"], seed=config["seed"])
+    model, transform, _ = build_model(args, state["classnames"], device)
+    model.load_prompt_state_dict(state)
+    return model, transform, flags["source"]
+
+
 def loss_fn(model, batch, info):
     images, labels = batch
     logits = model(images)  # (B, T) through the current mapping
@@ -132,6 +179,9 @@ def evaluate(model, loader, device) -> float:
 def run(args) -> int:
     prepare_out(args)
     device = resolve_device(args.device)
+    if is_main_process():  # what rebuilds the model around the saved prompt (tinyprompt eval)
+        with atomic_write(args.out / SOURCE_FILE, "w") as f:
+            json.dump({flag: getattr(args, flag) for flag in SOURCE_FLAGS}, f, indent=1)
     splits, classnames, root = load_run_data(args)
     train_items = few_shot(splits["train"], args.shots, args.seed)
     torch.manual_seed(args.seed)
