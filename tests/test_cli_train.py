@@ -138,7 +138,7 @@ def test_torchrun_two_processes_equal_one(world, tmp_path):
     single, ddp = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("single", "ddp"))
     assert [e["steps"] for e in ddp["epochs"]] == [3, 3]  # 12 images, global batch 2 x 2 processes
     # the ranks sum the batch in another order: the same 6 SGD steps through the text tower, up to rounding
-    k, depth = text_depth(build_model(torch.load(world[0], weights_only=True)), backward=True)
+    k, depth = text_depth(build_model(torch.load(world[0], weights_only=True), "openai"), backward=True)
     losses = (torch.tensor([e["loss"] for e in run["epochs"]]) for run in (ddp, single))
     assert_rounding_close(*losses, k, steps_depth(depth, 6))
     assert ddp["world_size"] == 2 and torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2

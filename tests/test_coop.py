@@ -29,7 +29,7 @@ def golden_clip(model_file: str):
         if path.stem.endswith("_jit"):
             _MODELS[model_file] = hub_load(path)[0]
         else:
-            _MODELS[model_file] = build_model(load(path)["state_dict"])
+            _MODELS[model_file] = build_model(load(path)["state_dict"], "openai")  # made by OpenAI's CLIP code
     return _MODELS[model_file]
 
 

@@ -185,7 +185,7 @@ def test_prompt_errors():
 def _tiny_clip():
     from tinyprompt.clip import build_model
 
-    return build_model(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"])
+    return build_model(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"], "openai")  # OpenAI's CLIP code
 
 
 @pytest.mark.parametrize("path", golden_params("ilmvp/clip_text_prompt*.pt"))

@@ -61,7 +61,7 @@ def tiny_clip(seed=0):
 
 
 def golden_vit(logit_scale_log=None):
-    clip = build_model(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"])
+    clip = build_model(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"], "openai")  # OpenAI's CLIP code
     if logit_scale_log is not None:  # the _scale10 cases override CLIP's logit scale, nothing else
         with torch.no_grad():
             clip.logit_scale.fill_(logit_scale_log)

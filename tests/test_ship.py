@@ -33,7 +33,7 @@ _CLIPS = {}
 def golden_clip(meta) -> CLIP:
     name = meta["backbone"]
     if name not in _CLIPS:
-        _CLIPS[name] = build_model(load(GOLDEN / "clip" / name)["state_dict"])
+        _CLIPS[name] = build_model(load(GOLDEN / "clip" / name)["state_dict"], "openai")  # OpenAI's CLIP code
     return _CLIPS[name]
 
 

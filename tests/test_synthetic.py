@@ -238,7 +238,7 @@ def test_pretraining_is_deterministic(tmp_path):
     records = [pretrain(config, tmp_path / run, log=lambda _: None) for run in ("a", "b")]
     assert records[0]["sha256"] == records[1]["sha256"] and records[0]["bpe_sha256"] == records[1]["bpe_sha256"]
     first = torch.load(tmp_path / "a" / "synthetic.pt", weights_only=True)
-    model = tinyprompt.build_model(first)
+    model = tinyprompt.build_model(first, "openai")  # tinyprompt's own CLIP code: OpenAI's layout
     assert model.context_length == 48 and model.visual.input_resolution == 32
     assert json.loads((tmp_path / "a" / "synthetic.json").read_text())["sha256"] == records[0]["sha256"]
     untrained = build_clip(config, model.vocab_size).state_dict()  # the same seeded initialisation
