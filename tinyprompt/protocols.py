@@ -60,7 +60,8 @@ METHOD_NAMES = {"coop": "CoOp", "ship": "CoOp+SHIP", "pomp": "POMP", "taidpt": "
 # protocol -> (one-line title, default datasets)
 PROTOCOLS = {
     "few_shot": ("few-shot accuracy (%) by training images per class", CLASSIFICATION),
-    "base_to_new": ("base-to-new generalisation: accuracy (%) on base and new classes, harmonic mean H", CLASSIFICATION),
+    "base_to_new": ("base-to-new generalisation: accuracy (%) on base and new classes, harmonic mean H",
+                    CLASSIFICATION),
     "cross_dataset": ("cross-dataset transfer: trained on ImageNet (16 shots), accuracy (%) on each dataset",
                       TRANSFER_TARGETS),
     "domain_generalization": ("domain generalisation: trained on ImageNet (16 shots), accuracy (%) on its variants",
@@ -191,7 +192,7 @@ class Table:
         head = ([self.group_header] if self.group_header else []) + ["method", *self.columns]
         lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for group, label, values in self.rows:
-            cells = ([group] if self.group_header else []) + [label] + [str(values.get(c) or "—") for c in self.columns]
+            cells = [*([group] if self.group_header else []), label, *(str(values.get(c) or "—") for c in self.columns)]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -199,7 +200,8 @@ class Table:
         """One dict per (row, column) that holds a value: for CSV and JSON."""
         return [{"table": self.title, self.group_header or "group": group, "method": label, "column": column,
                  "mean": round(stat.mean, 4), "std": None if stat.std is None else round(stat.std, 4), "seeds": stat.n}
-                for group, label, values in self.rows for column, stat in values.items() if stat is not None]  # fmt: skip
+                for group, label, values in self.rows
+                for column, stat in values.items() if stat is not None]  # fmt: skip
 
 
 def _by_seed(results, **match) -> dict:
@@ -285,12 +287,13 @@ def tables(protocol: str, results: list, method: str, shots=None, datasets=None)
     columns = [*([SOURCE] if protocol in TRANSFER else []), *targets, "average"]
     sources = sorted({r["run"].get("source", "") for r in results if r["run"]})
     rows = []
-    for trained, label, source in ((False, clip, ""), *((True, f"{ours[:-7]} {s} (ours)" if s else ours, s) for s in sources)):
+    methods = [(False, clip, ""), *((True, f"{ours[:-7]} {s} (ours)" if s else ours, s) for s in sources)]
+    for trained, label, source in methods:
         seeds = {d: _by_seed(results, dataset=d, trained=trained, source=source) for d in columns[:-1]}
         values = {d: Stat.of(seeds[d].values()) for d in columns[:-1]}
         rows.append(("", label, {**values, "average": _average([seeds[d] for d in targets])}))
     for label, values in paper:
-        rows.append(("", label, {d: _stat(next(iter(values.get(d, {}).values()), None)) for d in columns}))  # one column
+        rows.append(("", label, {d: _stat(next(iter(values.get(d, {}).values()), None)) for d in columns}))  # 1 column
     return [Table(title, "", columns, rows)]
 
 

@@ -64,8 +64,8 @@ CLASS_LISTS = {"voc2007": "voc2007", "coco2014": "coco", "nuswide": "nuswide"}  
 CAPTIONS = "COCO/annotations/captions_train2014.json"  # TaI-DPT's caption corpus under --root (MS-COCO 2014)
 # --quick: a grid small enough for CI on 2 CPU cores (a smoke test of the whole path, not the papers' numbers)
 QUICK = {"shots": (1, 2), "seeds": (1, 2),
-         "train_args": {"coop": "--epochs 2 --views 2", "ship": "--vae-epochs 2 --finetune-every 1 --epochs 2 --views 2",
-                        "pomp": "--epochs 2 --views 2", "taidpt": "--epochs 2", "ilmvp": "--epochs 2"}}  # fmt: skip
+         "train_args": {"coop": "--epochs 2 --views 2", "pomp": "--epochs 2 --views 2", "taidpt": "--epochs 2",
+                        "ship": "--vae-epochs 2 --finetune-every 1 --epochs 2 --views 2", "ilmvp": "--epochs 2"}}  # fmt: skip
 
 
 def add_args(parser) -> None:
@@ -120,8 +120,9 @@ def _claim(out: Path, settings: dict) -> None:
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
-            raise ValueError(f"{out} holds a grid made with other {', '.join(changed)} ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}): "
-                             f"its runs would mix with these; pass another --out")  # fmt: skip
+            was = ", ".join(f"{k}={before.get(k)!r}" for k in changed)
+            raise ValueError(f"{out} holds a grid made with other {', '.join(changed)} ({was}): its runs would mix "
+                             f"with these; pass another --out")  # fmt: skip
         return
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
@@ -142,7 +143,8 @@ class _Data:
             self.loaded[dataset] = load_dataset(dataset, self.root)
         if get_dataset(dataset).multilabel:
             data = self.loaded[dataset][0]["test"]
-            items, labels, classnames, ignore = [Item(p, 0, "") for p in data.paths], data.labels, data.classnames, data.ignore
+            items = [Item(path, 0, "") for path in data.paths]  # cached_features keys on the image files
+            labels, classnames, ignore = data.labels, data.classnames, data.ignore
         else:
             splits, classnames = subsample_classes(*self.loaded[dataset], subset)
             items, ignore = splits["test"], None
