@@ -52,7 +52,7 @@ def demo(tmp_path_factory):
 def test_demo_runs_every_method_and_says_where_it_runs(demo):
     stdout, rows, result, out = demo
     assert list(rows) == list(EXPERIMENTS)
-    assert "built-in synthetic world" in stdout and "tinyprompt train coop" in stdout
+    assert "built-in synthetic world" in stdout and "tinyprompt reproduce coop" in stdout
     for name, row in rows.items():
         assert row["method"] in stdout and f"{row['after']:.1f}" in stdout
         assert 0 <= row["before"] <= 100 and 0 <= row["after"] <= 100 and row["seconds"] > 0

@@ -80,6 +80,7 @@ def test_installed_requirements_and_entry_point():
     assert requires == sorted([
         "torch", "numpy", "ftfy", "regex", 'triton;platform_system=="Linux"',
         'Pillow;extra=="images"', 'matplotlib;extra=="plot"', 'pytest;extra=="test"', 'Pillow;extra=="test"',
+        'safetensors;extra=="safetensors"',
     ])  # fmt: skip
     scripts = {e.name: e.value for e in dist.entry_points if e.group == "console_scripts"}
     assert scripts == {"tinyprompt": "tinyprompt.commands.cli:entry"}
