@@ -10,7 +10,8 @@ checkpointing's recomputation included) and the optimiser's, each as the kernel 
 
 Where the count differs from a GPU's: autocast's casts only appear where autocast runs (CUDA bf16 adds
 `_to_copy` ops), and a kernel with a Triton path (`tinyprompt.kernels`) runs its reference twin on CPU,
-plain PyTorch ops where CUDA launches a few Triton kernels.
+plain PyTorch ops where CUDA launches a few Triton kernels. tests/test_opcount.py holds every method's step, at
+the encoding "auto" picks on CUDA, to no more ops than the official formulation its bench compares it with.
 """
 from collections import Counter
 

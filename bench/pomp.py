@@ -9,7 +9,8 @@ ctx for `--images` images x `--views` augmented views (the paper: 32 x 4 = 128 r
   text transformer with autograd, then the materialised (B, K) logits (`official_logits`, official
   base-10 margin, -1e6 mask) and `F.cross_entropy` (`tinyprompt.methods.pomp.official_loss`);
 - `tinyprompt`: `POMP.step_loss`: each class encoded once (dedup of positives and collisions), EOT
-  truncation, and the fused `sampled_softmax_loss` (no (B, K) logits kept); its encoding knobs are the
+  truncation, and the fused `sampled_softmax_loss` (CUDA: Triton, no (B, K) logits kept; CPU: its reference twin,
+  the logits materialised while they fit one chunk); its encoding knobs are the
   library's "auto" (`tinyprompt.prompts.AUTO_ENCODING`): on CPU the shared SOS + context prefix and prompts
   sorted by length into activation-checkpointed chunks of 256, on CUDA one pass of all rows with nothing
   recomputed. Several `--text-chunk` values give one variant each (`tinyprompt c256`, `tinyprompt cauto`, ...),

@@ -12,7 +12,8 @@ The columns of class_features w (M, D) come in two parts:
   z[i, j] = s <x_i, w_j> + (margin_i if j != target[i] else 0)
   loss_i  = logsumexp_{j visible to i} z[i, j] - z[i, target[i]]        (0 when only the target is visible)
 
-How both paths compute it, never holding the (B, M) logits:
+How the Triton path and the reference twin's chunked path compute it, never holding the (B, M) logits (the
+reference computes the formula itself, logits materialised, while they fit in CHUNK_BYTES: `_reference`):
 - forward: private target logits are row dot products; the shared columns are swept in column tiles
   with an online log-sum-exp (Triton: one program per (row block, column split); a second small kernel
   combines the splits in a fixed order). The loss is formed relative to the target logit,
@@ -224,7 +225,7 @@ def _triton_operands(x, w):
     return (x.float(), w.float()) if x.device.type == "cpu" else (x, w)
 
 
-def _triton_forward(x, w, scale, target, margin, ignore, shared_from):
+def _triton_forward(x, w, scale, target, margin, ignore, shared_from, targets):
     """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,): two launches."""
     _triton_kernels()
     n_rows, n_cols = x.shape[0], w.shape[0]
@@ -240,19 +241,19 @@ def _triton_forward(x, w, scale, target, margin, ignore, shared_from):
     return losses, z_target, dot_private
 
 
-def _triton_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
+def _triton_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad, targets):
     g = torch.empty((x.shape[0], c1 - c0), device=x.device, dtype=x.dtype)
     part = _launch_tiles(1, x, w, scale, target, margin, ignore, c0, c1, z_target, loss, gout, g, scale_grad)
     return g, (part[0].sum(0) if scale_grad else None)
 
 
 def _triton_class_sum(out, coef, x, target, private):
-    """out[c] = sum over private rows r with target[r] == c of coef[r] * x[r]."""
+    """out[c] = sum over private rows r with target[r] == c of coef[r] * x[r]; private (B,) bool, None: every row."""
     if not (DETERMINISTIC or torch.are_deterministic_algorithms_enabled()):
         return _reference_class_sum(out, coef, x, target, private)
     _triton_kernels()
     n_cls = out.shape[0]
-    key = torch.where(private, target, n_cls)  # shared-target rows sort after every class
+    key = target if private is None else torch.where(private, target, n_cls)  # shared-target rows sort last
     order = torch.argsort(key, stable=True)
     offsets = torch.zeros(n_cls + 1, device=x.device, dtype=torch.int64)
     offsets[1:] = torch.bincount(key, minlength=n_cls + 1)[:n_cls].cumsum(0)
@@ -282,12 +283,12 @@ def _chunks(start, stop, n_rows, itemsize):
 
 class _SampledSoftmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, class_features, scale, target, margin, ignore, shared_from, reduction, engine):
+    def forward(ctx, features, class_features, scale, target, margin, ignore, shared_from, targets, reduction, engine):
         x, w = engine.operands(features, class_features)
-        s = scale.detach().float()
-        losses, z_target, dot_private = engine.forward(x, w, s, target, margin, ignore, shared_from)  # (B,) each
+        s = scale.float()  # (no graph is recorded inside forward: no detach needed)
+        losses, z_target, dot_private = engine.forward(x, w, s, target, margin, ignore, shared_from, targets)  # (B,)
         ctx.save_for_backward(features, class_features, s, target, margin, ignore, z_target, losses, dot_private)
-        ctx.shared_from, ctx.reduction, ctx.engine = shared_from, reduction, engine
+        ctx.shared_from, ctx.targets, ctx.reduction, ctx.engine = shared_from, targets, reduction, engine
         ctx.scale_shape, ctx.scale_dtype = scale.shape, scale.dtype
         if reduction == "mean":
             return losses.mean()
@@ -297,40 +298,51 @@ class _SampledSoftmax(torch.autograd.Function):
     def backward(ctx, grad):
         features, class_features, s, target, margin, ignore, z_target, losses, dot_private = ctx.saved_tensors
         need_x, need_w, need_s = ctx.needs_input_grad[:3]
-        engine, shared_from = ctx.engine, ctx.shared_from
+        engine, shared_from, targets = ctx.engine, ctx.shared_from, ctx.targets
         x, w = engine.operands(features, class_features)
         n_rows, n_cols = x.shape[0], w.shape[0]
-        gout = grad.float().expand(n_rows) / (n_rows if ctx.reduction == "mean" else 1)
-        gout = gout.contiguous()  # dL/dloss_i, (B,)
-        dx = torch.zeros(x.shape, device=x.device, dtype=torch.float32) if need_x else None
+        gout = grad.float().expand(n_rows)
+        gout = (gout / n_rows if ctx.reduction == "mean" else gout).contiguous()  # dL/dloss_i, (B,)
+        dx = None  # fp32 sum of the column chunks' and the private targets' terms
         dw = torch.zeros_like(class_features) if need_w else None
-        ds = torch.zeros((), device=x.device)
+        ds = torch.zeros((), device=x.device) if need_s else None
         for c0, c1 in _chunks(shared_from, n_cols, n_rows, 4 if engine is _REFERENCE else x.element_size()):
-            g, ds_rows = engine.grad_chunk(x, w, s, target, margin, ignore, z_target, losses, gout, c0, c1, need_s)
+            g, ds_rows = engine.grad_chunk(x, w, s, target, margin, ignore, z_target, losses, gout, c0, c1, need_s,
+                                           targets)  # fmt: skip
             if need_x:
-                dx += g @ w[c0:c1].to(g.dtype)
+                dx = _accumulate(dx, g @ w[c0:c1].to(g.dtype))
             if need_w and dw.dtype == g.dtype:
                 torch.mm(g.T, x, out=dw[c0:c1])  # no temporary
             elif need_w:
                 dw[c0:c1] = g.T @ x.to(g.dtype)
             if need_s:
                 ds += ds_rows.sum()
-        if shared_from > 0:  # private positives: dL/dz_target = gout (p_target - 1), p_target = exp(-loss_i)
-            private = target < shared_from
-            coef = torch.where(private, gout * torch.expm1(-losses), 0.0)
+        if shared_from > 0 and targets != "shared":  # private positives: dL/dz_target = gout (p_target - 1)
+            coef = gout * torch.expm1(-losses)  # p_target = exp(-loss_i)
+            private = None  # every target private
+            if targets == "mixed":
+                private = target < shared_from
+                coef = torch.where(private, coef, 0.0)
+            scaled = s * coef
             if need_x:
-                dx += (s * coef)[:, None] * w[target].float()
+                dx = _accumulate(dx, scaled[:, None] * w[target].float())
             if need_w:
-                engine.class_sum(dw[:shared_from], s * coef, x, target, private)
+                engine.class_sum(dw[:shared_from], scaled, x, target, private)
             if need_s:
                 ds += (coef * dot_private).sum()
-        dx = dx.to(features.dtype) if need_x else None
+        if need_x:
+            dx = (torch.zeros(x.shape, device=x.device) if dx is None else dx).to(features.dtype)
         ds = ds.to(ctx.scale_dtype).reshape(ctx.scale_shape) if need_s else None
-        return dx, dw, ds, None, None, None, None, None, None
+        return dx, dw, ds, None, None, None, None, None, None, None
+
+
+def _accumulate(total, term):
+    """total + term in fp32, the first term taken as the total (a sum starting from zeros, one op less)."""
+    return term.float() if total is None else total.add_(term)
 
 
 def sampled_softmax_loss(features, class_features, target, scale, margin=0.0, shared_from=0, ignore=None,
-                         reduction="mean", backend="auto"):
+                         reduction="mean", backend="auto", check=True):
     """Softmax cross-entropy over each row's visible columns (see the module docstring); loss in fp32.
 
     features (B, D) and class_features (M, D): fp32, fp16 or bf16 (same dtype; fp32 accumulation).
@@ -339,14 +351,19 @@ def sampled_softmax_loss(features, class_features, target, scale, margin=0.0, sh
     shared_from: columns [0, shared_from) are private positives, [shared_from, M) shared negatives.
     ignore: None or (B,) int, a shared column hidden from row i (negative = none).
     reduction: "mean" | "sum" | "none". backend: "auto" | "triton" | "reference".
+    check: test the data (indices in range, ignore never a target, a finite scale) at the cost of one device sync;
+    False skips it where the indices are valid by construction (POMP's `sampled_columns`): no sync, fewer ops.
     Reductions run in a fixed order unless the module switch DETERMINISTIC is set to False.
     """
-    args = _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction)
-    engine = _TRITON if _backend.use_triton(backend, features) else _REFERENCE
-    return _SampledSoftmax.apply(*args, engine)
+    args = _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction, check)
+    if _backend.use_triton(backend, features):
+        return _SampledSoftmax.apply(*args, _TRITON)
+    return _reference(*args)
 
 
-def _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction):
+def _validated(features, class_features, target, scale, margin, shared_from, ignore, reduction, check=True):
+    """The checked arguments of `_SampledSoftmax` (scale and margin as tensors), with `targets`: where the rows'
+    targets lie, "private" (all in [0, shared_from)), "shared" (all after) or "mixed" (both, or not known)."""
     for name, t in (("features", features), ("class_features", class_features)):
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
             raise ValueError(f"{name} must be a 2-D tensor (rows, dim), got {getattr(t, 'shape', type(t))}")
@@ -379,7 +396,8 @@ def _validated(features, class_features, target, scale, margin, shared_from, ign
         if margin.shape not in ((), (n_rows,)) or not margin.is_floating_point():
             raise ValueError(f"margin must be a float or a ({n_rows},) float tensor, "
                              f"got {tuple(margin.shape)} {margin.dtype}")
-        margin = margin.detach().float().expand(n_rows).contiguous()
+        margin = margin.detach() if margin.requires_grad else margin  # no gradient; detach only when needed (an op)
+        margin = margin.float() if margin.shape == (n_rows,) else margin.float().expand(n_rows).contiguous()
     elif isinstance(margin, (int, float)):
         margin = torch.full((n_rows,), float(margin), device=device)
     else:
@@ -388,20 +406,28 @@ def _validated(features, class_features, target, scale, margin, shared_from, ign
                                margin=margin, ignore=ignore)
     target = target.long().contiguous()
     ignore = None if ignore is None else ignore.long().contiguous()
-    # the data checks cost one device sync together; the messages are built only on failure
-    bad_target = (target < 0) | (target >= n_cols)
-    bad_ignore = torch.zeros_like(bad_target) if ignore is None else (ignore >= n_cols) | (ignore == target)
-    flags = torch.stack([bad_target.any(), bad_ignore.any(), ~torch.isfinite(scale.detach())]).tolist()
-    if flags[0]:
-        i = int(torch.nonzero(bad_target)[0])
+    if not check:  # trusted indices: where the targets lie is not known (no sync), so the engines assume both kinds
+        return features, class_features, scale, target, margin, ignore, shared_from, "mixed", reduction
+    # the data checks and what the engines skip by knowing them cost one device sync together, a few reductions
+    # (as few ops as they can: a launch-bound GPU step pays per op); the messages are built only on failure
+    with torch.no_grad():
+        stats = [*torch.aminmax(target), scale.double()]  # float64 holds every index exactly
+        if ignore is not None:
+            stats += [ignore.max(), (ignore == target).any()]
+        lowest, highest, scale_value, *ignored = torch.stack(stats).tolist()
+    if lowest < 0 or highest >= n_cols:
+        i = int(torch.nonzero((target < 0) | (target >= n_cols))[0])
         raise ValueError(f"target[{i}] = {int(target[i])} is outside [0, {n_cols}) (the class_features rows)")
-    if flags[1]:
-        i = int(torch.nonzero(bad_ignore)[0])
+    if ignored and (ignored[0] >= n_cols or ignored[1]):
+        i = int(torch.nonzero((ignore >= n_cols) | (ignore == target))[0])
         raise ValueError(f"ignore[{i}] = {int(ignore[i])} must be < {n_cols} and differ from target[{i}] "
                          "(use -1 for no ignored column)")
-    if flags[2]:
-        raise ValueError(f"scale is not finite: {float(scale)}")
-    return features, class_features, scale, target, margin, ignore, shared_from, reduction
+    if not math.isfinite(scale_value):
+        raise ValueError(f"scale is not finite: {scale_value}")
+    if ignored and ignored[0] < 0:  # no row hides a column: the same loss without the mask
+        ignore = None
+    targets = "private" if highest < shared_from else "shared" if lowest >= shared_from else "mixed"
+    return features, class_features, scale, target, margin, ignore, shared_from, targets, reduction
 
 
 def _check_index(name, t, n_rows):
@@ -412,62 +438,108 @@ def _check_index(name, t, n_rows):
 
 
 # ----------------------------------------------------------------------------- reference twin (plain PyTorch)
+def _reference(features, class_features, scale, target, margin, ignore, shared_from, targets, reduction):
+    """The plain-PyTorch path, on checked arguments: the formula itself, with materialised (B, M) logits and
+    autograd's backward, when those fp32 logits fit in CHUNK_BYTES (the fewest ops, nothing recomputed: a
+    launch-bound step's choice, and the faster one on CPU); above that, column chunks recomputed in backward, the
+    Triton path's scheme in plain PyTorch (memory of one chunk)."""
+    n_rows, n_cols = features.shape[0], class_features.shape[0]
+    if n_rows * n_cols * 4 > CHUNK_BYTES:
+        return _SampledSoftmax.apply(features, class_features, scale, target, margin, ignore, shared_from, targets,
+                                     reduction, _REFERENCE)  # fmt: skip
+    x, w = features.float(), class_features.float()
+    cols = torch.arange(n_cols, device=x.device)
+    is_target = cols == target[:, None]  # (B, M)
+    hidden = None  # (B, M) the columns a row does not see: others' private positives, its ignored negative
+    if shared_from > 0:
+        hidden = (cols < shared_from) > is_target  # a private column that is not the row's target
+    if ignore is not None:
+        ignored = cols == ignore[:, None]  # never the target (checked)
+        hidden = ignored if hidden is None else hidden | ignored
+    bias = margin[:, None].masked_fill(is_target, 0.0)  # (B, M): no margin on the target column
+    if hidden is not None:
+        bias.masked_fill_(hidden, float("-inf"))  # in the bias, which has no gradient: nothing to mask in backward
+    z = scale.float() * (x @ w.T) + bias
+    # log_softmax forms z_t - max - log sum exp(z - max): no cancellation of two logits near 100 either
+    return torch.nn.functional.cross_entropy(z, target, reduction=reduction)
+
+
 def _reference_operands(x, w):
     return x.float(), w  # class rows are cast chunk by chunk
 
 
-def _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot):
-    """(dot or None, z, hit rows, their target columns) for shared columns [c0, c1); z is -inf where invisible."""
+def _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot, targets):
+    """(dot or None, z, is_target or None) for shared columns [c0, c1): z = s <x_i, w_j> + margin_i, no margin on
+    the target column and -inf on the ignored one; is_target (B, C) marks targets, None when every target is private.
+    Masks compare column ids with target and ignore (no nonzero: no device sync)."""
     dot = x @ w[c0:c1].float().T  # (B, C)
-    z = dot.clone() if keep_dot else dot
-    z.mul_(scale)
-    hit = torch.nonzero((target >= c0) & (target < c1)).squeeze(1)
-    hit_cols = target[hit] - c0
-    z_target = z[hit, hit_cols]  # the target column has no margin
-    z.add_(margin[:, None])
-    z[hit, hit_cols] = z_target
-    if ignore is not None:
-        masked = torch.nonzero((ignore >= c0) & (ignore < c1) & (ignore != target)).squeeze(1)
-        z[masked, ignore[masked] - c0] = float("-inf")
-    return (dot if keep_dot else None), z, hit, hit_cols
+    z = dot * scale if keep_dot else dot.mul_(scale)
+    is_target = None
+    if targets != "private" or ignore is not None:
+        cols = torch.arange(c0, c1, device=x.device)
+    if targets != "private":
+        is_target = cols == target[:, None]
+        z.add_(torch.where(is_target, 0.0, margin[:, None]))  # the target column has no margin (+ 0.0 is exact)
+    else:
+        z.add_(margin[:, None])
+    if ignore is not None:  # ignore never equals the target (checked)
+        z.masked_fill_(cols == ignore[:, None], float("-inf"))
+    return (dot if keep_dot else None), z, is_target
 
 
-def _reference_forward(x, w, scale, target, margin, ignore, shared_from):
-    """(loss_i, z_target, <x_i, w_target> of private rows (else 0)), each (B,), from column chunks."""
+def _reference_forward(x, w, scale, target, margin, ignore, shared_from, targets):
+    """(loss_i, z_target, <x_i, w_target> of private rows (else 0; None when no target is private)), each (B,),
+    from column chunks; `targets` says where the targets lie (`_validated`): all-private rows skip the masks."""
     n_rows = x.shape[0]
-    private = target < shared_from
-    dot_private = torch.zeros(n_rows, device=x.device)
-    if shared_from > 0:
-        dot_private = torch.where(private, (x * w[target].float()).sum(1), 0.0)
-    nothing = torch.full((n_rows,), float("-inf"), device=x.device)  # a part with no visible column
-    maxes, log_sums = [nothing], [nothing]
-    z_target = torch.zeros(n_rows, device=x.device)
+    dot_private = None
+    if targets != "shared":
+        dot_private = (x * w[target].float()).sum(1)
+        if targets == "mixed":
+            dot_private = torch.where(target < shared_from, dot_private, 0.0)
+    z_target = torch.zeros(n_rows, device=x.device) if targets != "private" else None  # of shared targets
+    parts = []  # per chunk: the max and the log sum exp relative to it of the row's visible columns, (B,) each
     for c0, c1 in _chunks(shared_from, w.shape[0], n_rows, 4):
-        _, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=False)
-        z_target[hit] = z[hit, hit_cols]
-        z_max = z.amax(1)
-        maxes.append(z_max)
-        log_sums.append(z.sub_(torch.where(z_max == float("-inf"), 0.0, z_max)[:, None]).exp_().sum(1).log_())
+        _, z, is_target = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, False, targets)
+        if is_target is not None:
+            z_target += torch.where(is_target, z, 0.0).sum(1)  # one target column per row, in one chunk
+        z_max = z.amax(1)  # -inf where nothing is visible: clamped, so z - max stays -inf there (not nan)
+        parts.append((z_max, z.sub_(z_max.clamp(min=torch.finfo(z.dtype).min)[:, None]).exp_().sum(1).log_()))
+    if targets != "shared":
+        private_z = scale * dot_private
+        z_target = private_z if targets == "private" else torch.where(target < shared_from, private_z, z_target)
     # loss_i = log sum_j exp(z_j - z_t), formed relative to the target logit, never as lse - z_t: with
     # logits near 100 that difference would lose ~1e-5 absolute to fp32 rounding
-    z_target = torch.where(private, scale * dot_private, z_target)
-    shared = torch.logsumexp((torch.stack(maxes) - z_target) + torch.stack(log_sums), 0)  # -inf: none visible
-    losses = torch.where(private, torch.logaddexp(shared, torch.zeros_like(shared)), shared)  # + exp(0) of z_t
+    if not parts:  # no shared column
+        shared = torch.full((n_rows,), float("-inf"), device=x.device)
+    elif len(parts) == 1:  # logsumexp of one term, without its ops
+        shared = (parts[0][0] - z_target) + parts[0][1]
+    else:
+        maxes, log_sums = (torch.stack(t) for t in zip(*parts))
+        shared = torch.logsumexp((maxes - z_target) + log_sums, 0)  # -inf: none visible
+    if targets == "shared":
+        return shared, z_target, dot_private
+    with_target = torch.logaddexp(shared, torch.zeros_like(shared))  # + exp(0) of a private z_t
+    losses = with_target if targets == "private" else torch.where(target < shared_from, with_target, shared)
     return losses, z_target, dot_private
 
 
-def _reference_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad):
-    dot, z, hit, hit_cols = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, keep_dot=scale_grad)
+def _reference_grad_chunk(x, w, scale, target, margin, ignore, z_target, loss, gout, c0, c1, scale_grad, targets):
+    dot, z, is_target = _reference_logits(x, w, scale, target, margin, ignore, c0, c1, scale_grad, targets)
     grad_z = z.sub_(z_target[:, None]).sub_(loss[:, None]).exp_().mul_(gout[:, None])  # softmax * dL/dloss_i
-    grad_z[hit, hit_cols] -= gout[hit]
+    if is_target is not None:
+        grad_z.sub_(torch.where(is_target, gout[:, None], 0.0))  # - dL/dloss_i at the target (- 0.0 is exact)
     ds_rows = (grad_z * dot).sum(1) if scale_grad else None
     return grad_z.mul_(scale), ds_rows
 
 
 def _reference_class_sum(out, coef, x, target, private):
-    rows = coef[:, None] * x.float()  # non-private rows have coef 0 and add nothing to class 0
-    acc = torch.zeros(out.shape, device=x.device, dtype=torch.float32)
-    out.copy_(acc.index_add_(0, torch.where(private, target, 0), rows))
+    """out (zeros) [c] = sum over private rows r with target[r] == c of coef[r] * x[r]; private None: every row."""
+    rows = coef[:, None] * x.float()
+    index = target if private is None else torch.where(private, target, 0)  # non-private rows add coef 0 to class 0
+    if out.dtype == torch.float32:
+        out.index_add_(0, index, rows)
+    else:  # sum in fp32, round once
+        out.copy_(torch.zeros(out.shape, device=x.device, dtype=torch.float32).index_add_(0, index, rows))
 
 
 _REFERENCE = _Engine(_reference_operands, _reference_forward, _reference_grad_chunk, _reference_class_sum)
@@ -475,9 +547,9 @@ _REFERENCE = _Engine(_reference_operands, _reference_forward, _reference_grad_ch
 
 def sampled_softmax_loss_reference(features, class_features, target, scale, margin=0.0, shared_from=0,
                                    ignore=None, reduction="mean"):
-    """The plain-PyTorch twin (column-chunked, memory-lean; the CPU fast path). Same arguments and result."""
-    return _SampledSoftmax.apply(*_validated(features, class_features, target, scale, margin, shared_from, ignore,
-                                             reduction), _REFERENCE)
+    """The plain-PyTorch twin (materialised logits when they fit CHUNK_BYTES, else column chunks; the CPU path).
+    Same arguments and result."""
+    return _reference(*_validated(features, class_features, target, scale, margin, shared_from, ignore, reduction))
 
 
 # ----------------------------------------------------------------------------- naive formula (float64)

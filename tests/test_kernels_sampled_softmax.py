@@ -77,9 +77,15 @@ LAYOUTS = [  # (name, B, M, D, shared_from)
 ]
 
 
-@pytest.mark.parametrize("name,n_rows,n_cols,dim,shared_from", LAYOUTS, ids=[c[0] for c in LAYOUTS])
+@pytest.mark.parametrize("name,n_rows,n_cols,dim,shared_from", [*LAYOUTS, ("chunks", 9, 9 + 600, 7, 9)],
+                         ids=[*(c[0] for c in LAYOUTS), "chunks"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_reference_matches_float64(name, n_rows, n_cols, dim, shared_from, reduction):
+@pytest.mark.parametrize("path", ["materialised", "chunked"])
+def test_reference_matches_float64(monkeypatch, name, n_rows, n_cols, dim, shared_from, reduction, path):
+    """Both reference paths: logits materialised (while they fit in CHUNK_BYTES), and the chunked backward
+    (CHUNK_BYTES 1: chunks of the minimum 256 columns, three of them in the "chunks" layout)."""
+    if path == "chunked":
+        monkeypatch.setattr(sampled_softmax, "CHUNK_BYTES", 1)
     x, w, target, margin, ignore = make_case(n_rows, n_cols, dim, shared_from, seed=n_cols)
     for scale, m in ((torch.tensor(2.5), margin), (3.0, 0.7)):
         loss, grads = run(sampled_softmax_loss_reference, x, w, target, scale, m, shared_from, ignore, reduction)

@@ -552,15 +552,18 @@ class CLIP(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), eot_index] @ self.text_projection
 
     def _truncate(self, tokens, full_length: bool):  # -> tokens (N, L), eot (N,)
-        top = int(tokens.max()) if tokens.numel() else 0
+        eot = eot_index(tokens)
+        if full_length or not tokens.numel():
+            top, length = int(tokens.max()) if tokens.numel() else 0, tokens.shape[1]
+        else:  # the largest id and the longest EOT read back together: one device sync, not two
+            top, last = torch.stack([tokens.max(), eot.max()]).tolist()
+            length = last + 1  # causal: later positions never matter
         if top >= self.vocab_size:  # ids of another vocabulary: say so, instead of an index error (or a CUDA assert)
             raise ValueError(
                 f"token id {top} is outside this model's {self.vocab_size}-token vocabulary: the tokens come from "
                 f"another tokenizer (tinyprompt.tokenize is OpenAI's); tokenize with the model's own: "
                 f"tinyprompt.tokenize_for(model, texts)"
             )
-        eot = eot_index(tokens)
-        length = tokens.shape[1] if full_length else int(eot.max()) + 1  # causal: later positions never matter
         return tokens[:, :length], eot
 
     def encode_text(self, tokens, full_length: bool = False):  # (N, context_length) ids -> (N, E)

@@ -41,8 +41,9 @@ Encoding is exact and cheaper than the official code, which runs all 77 position
 - duplicate class indices under a shared context are encoded once (autograd sums the copies' grads).
 The three knobs (`text_chunk`, `checkpoint`, `share_prefix`) also take "auto", resolved on the device each
 pass runs on (`AUTO_ENCODING`): the same function either way, only the order of the arithmetic differs.
-Under torch.compile a pass runs to the longest prompt of all classes (a static shape, exact by causality)
-instead of reading its rows' longest EOT back from the device, which would break the graph.
+A pass of all classes knows its longest prompt on the host (computed once, like the token ids) and indexes
+nothing; a subset reads its rows' longest EOT back from the device (a sync), except under torch.compile, where a
+pass runs to the longest prompt of all classes (a static shape, exact by causality): the read would break the graph.
 """
 import functools
 
@@ -62,9 +63,9 @@ AUTO = "auto"  # an encoding knob chosen by the device the prompts are encoded o
 # What "auto" means. A CPU pass is bound by arithmetic and cache traffic: chunks of 256 length-sorted prompts
 # (little padding), each recomputed in backward (memory of one chunk), the shared SOS + context prefix encoded
 # once. A CUDA step of ~1,000 short prompts is bound by kernel launches: one pass, nothing recomputed, and no
-# separate prefix pass (its 12 blocks forward and backward would double the launches): about as many ops as the
-# official formulation (POMP at K 1000, counted on CPU: 1,119 vs 1,013), on a third of its positions
-# (`python -m bench pomp` counts and times both).
+# separate prefix pass (its 12 blocks forward and backward would double the launches): no more ops than the
+# official formulation (POMP at K 1000, counted on CPU: 1,009 vs 1,013; every method: tests/test_opcount.py), on a
+# third of its positions (`python -m bench pomp` counts and times both).
 AUTO_ENCODING = {
     "cpu": {"text_chunk": 256, "checkpoint": True, "share_prefix": True},
     "accelerator": {"text_chunk": 0, "checkpoint": False, "share_prefix": False},
@@ -161,9 +162,12 @@ class ClassPrompts(nn.Module):
         name_lens = [len(tokenizer.encode(name)) for name in names]
         tokens = tokenize_for(clip, [f"{placeholder} {name}." for name in names])  # (n_cls, 77); too long raises
         eot = first_eot(tokens)
+        longest_eot = max(eot.tolist())
         # positions that can ever be read: up to the longest EOT (and the class chunk, for odd names)
-        keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(max(eot.tolist()), n_ctx + max(name_lens)) + 1)
+        keep = tokens.shape[1] if full_length else min(tokens.shape[1], max(longest_eot, n_ctx + max(name_lens)) + 1)
         self.context_length = tokens.shape[1]
+        # positions a pass of all classes runs, known on the host: the longest prompt (all 77 with full_length)
+        self.longest = tokens.shape[1] if full_length else longest_eot + 1
         device = clip.token_embedding.weight.device
         # int32 ids (CLIP's vocabulary is 49,408): 4 bytes a position instead of `width` fp32 embeddings
         self.register_buffer("token_ids", tokens[:, :keep].to(device, torch.int32), persistent=False)
@@ -192,9 +196,9 @@ class ClassPrompts(nn.Module):
         return F.pad(self.token_ids.long(), (0, self.context_length - self.length))
 
     def _fixed(self, embedding, idx, length: int) -> torch.Tensor:
-        """(R, length, width) frozen token embeddings of the rows `idx`: no grad, as CLIP's table is fixed."""
+        """(R, length, width) frozen token embeddings of the rows `idx` (None: all); no grad: CLIP's table is fixed."""
         with torch.no_grad():
-            return embedding(self.token_ids[idx, :length])
+            return embedding(self.token_ids[:, :length] if idx is None else self.token_ids[idx, :length])
 
     def _layout(self, name_length: torch.Tensor, length: int) -> torch.Tensor:
         """(R, length) source of every prompt position in cat([ctx (n_ctx), fixed embeddings (L)]).
@@ -213,25 +217,24 @@ class ClassPrompts(nn.Module):
         source = torch.where(q <= a, q - 1, source)  # context before the name
         return torch.where(q == 0, n, source)  # SOS is fixed 0
 
-    def _rows(self, ctx, class_idx, clip):  # -> (class indices (R,), token embedding), ctx's shape checked
-        idx = torch.arange(self.n_cls, device=self.token_ids.device) if class_idx is None else class_idx
+    def _rows(self, ctx, class_idx, clip):  # -> (R, name lengths (R,), token embedding), ctx's shape checked
         embedding = self._token_embedding if clip is None else clip.token_embedding
-        rows, width = idx.shape[0], embedding.weight.shape[-1]
+        rows, width = self.n_cls if class_idx is None else class_idx.shape[0], embedding.weight.shape[-1]
         if ctx.shape[-2:] != (self.n_ctx, width) or ctx.dim() not in (2, 3) or (ctx.dim() == 3 and ctx.shape[0] != rows):
             raise ValueError(
                 f"ctx must be ({self.n_ctx}, {width}) shared or ({rows}, {self.n_ctx}, {width}) per prompt, "
                 f"got {tuple(ctx.shape)}"
             )
-        return idx, embedding
+        return rows, self.name_length if class_idx is None else self.name_length[class_idx], embedding
 
     def concatenate(self, ctx: torch.Tensor, class_idx: torch.Tensor | None = None, clip=None) -> torch.Tensor:
         """The reference twin of `assemble` (R, L, width), CoOp's PromptLearner as written: per prompt, one
         torch.cat of [SOS][ctx before the name][name][ctx after it][".", EOT, padding]; arguments as `assemble`'s."""
-        idx, embedding = self._rows(ctx, class_idx, clip)
-        fixed = self._fixed(embedding, idx, self.length)  # (R, L, width): the sentences "<placeholder> <name>."
+        _, name_length, embedding = self._rows(ctx, class_idx, clip)
+        fixed = self._fixed(embedding, class_idx, self.length)  # (R, L, width): the sentences "<placeholder> <name>."
         n, a = self.n_ctx, self.ctx_before_name
         prompts = []
-        for r, (sentence, name_len) in enumerate(zip(fixed, self.name_length[idx].tolist())):
+        for r, (sentence, name_len) in enumerate(zip(fixed, name_length.tolist())):
             row_ctx = (ctx if ctx.dim() == 2 else ctx[r]).to(fixed.dtype)  # (n_ctx, width)
             name, rest = sentence[1 + n : 1 + n + name_len], sentence[1 + n + name_len :]  # skipping the placeholder
             prompts.append(torch.cat([sentence[:1], row_ctx[:a], name, row_ctx[a:], rest]))
@@ -247,12 +250,12 @@ class ClassPrompts(nn.Module):
         clip: the model whose token embedding gives the fixed part (default: the one these prompts were built with).
         start: the first position returned (after a shared prefix that is encoded once, not per row).
         """
-        idx, embedding = self._rows(ctx, class_idx, clip)
-        rows, width, length = idx.shape[0], embedding.weight.shape[-1], self.length if length is None else length
-        fixed = self._fixed(embedding, idx, length)  # (R, L, width): only these rows are ever looked up
+        rows, name_length, embedding = self._rows(ctx, class_idx, clip)
+        width, length = embedding.weight.shape[-1], self.length if length is None else length
+        fixed = self._fixed(embedding, class_idx, length)  # (R, L, width): only these rows are ever looked up
         ctx = ctx.to(fixed.dtype).expand(rows, self.n_ctx, width)
         sequence = torch.cat([ctx, fixed], dim=1)  # (R, n_ctx + L, width)
-        source = self._layout(self.name_length[idx], length)[:, start:, None].expand(rows, length - start, width)
+        source = self._layout(name_length, length)[:, start:, None].expand(rows, length - start, width)
         return sequence.gather(1, source)  # (R, L - start, width): copies, so prompts are exact
 
     def encoding(self, device: torch.device) -> dict:
@@ -268,27 +271,30 @@ class ClassPrompts(nn.Module):
 
     def encode(self, clip, ctx: torch.Tensor, class_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Text features (R, E), unnormalised, of the prompts of `class_idx` (default all) with `ctx`."""
-        if class_idx is None:
-            class_idx = torch.arange(self.n_cls, device=self.token_ids.device)
-        elif ctx.dim() == 2:  # shared context: a class's prompt is the same wherever it appears
+        if class_idx is not None and ctx.dim() == 2:  # shared context: a class's prompt is the same wherever it appears
             unique, inverse = torch.unique(class_idx, return_inverse=True)
             if unique.shape[0] < class_idx.shape[0]:
-                return self.encode(clip, ctx, unique)[inverse]
-        share_prefix = self.encoding(ctx.device)["share_prefix"] and not self.full_length
-        prefix = self.shared_prefix_length(ctx) if share_prefix else 0
+                return self._encode(clip, ctx, unique)[inverse]
+        return self._encode(clip, ctx, class_idx)
+
+    def _encode(self, clip, ctx, class_idx):
+        """`encode` of the rows `class_idx` (None: all classes, then nothing is indexed) as the knobs say."""
+        knobs = self.encoding(ctx.device)
+        prefix = self.shared_prefix_length(ctx) if knobs["share_prefix"] and not self.full_length else 0
         states = None
-        if prefix > 1 and class_idx.shape[0] > 1:  # SOS + context: the same states in every prompt, once per call
-            states = clip.text_prefix(self.assemble(ctx, class_idx[:1], prefix, clip))
-        text_chunk = self.encoding(ctx.device)["text_chunk"]
-        if not text_chunk:
+        if prefix > 1 and (self.n_cls if class_idx is None else class_idx.shape[0]) > 1:
+            # SOS + context: the same states in every prompt, once per call
+            first = torch.zeros(1, dtype=torch.long, device=ctx.device) if class_idx is None else class_idx[:1]
+            states = clip.text_prefix(self.assemble(ctx, first, prefix, clip))
+        if not knobs["text_chunk"]:
             return self._encode_chunk(clip, ctx, class_idx, states)
         # as few chunks as text_chunk allows, of equal size, over the rows sorted by length: each chunk runs to
         # its own longest EOT, so rows are padded by the few positions their neighbours in length add
-        order = torch.sort(self.eot_index[class_idx], stable=True)[1]
+        order = torch.sort(self.eot_index if class_idx is None else self.eot_index[class_idx], stable=True)[1]
         pieces = []
-        for part in order.tensor_split(-(-order.numel() // text_chunk)):
+        for part in order.tensor_split(-(-order.numel() // knobs["text_chunk"])):
             part_ctx = ctx if ctx.dim() == 2 else ctx[part]
-            pieces.append(self._encode_chunk(clip, part_ctx, class_idx[part], states))
+            pieces.append(self._encode_chunk(clip, part_ctx, part if class_idx is None else class_idx[part], states))
         return torch.cat(pieces)[torch.argsort(order)]  # back to the caller's row order
 
     def _encode_chunk(self, clip, ctx, class_idx, states):
@@ -297,10 +303,13 @@ class ClassPrompts(nn.Module):
         return self._encode_rows(clip, ctx, class_idx, states)
 
     def _encode_rows(self, clip, ctx, class_idx, states):
-        """Features of the rows `class_idx`, truncated at their longest EOT; after the prefix `states` when given."""
-        eot = self.eot_index[class_idx]  # (R,)
-        static = self.full_length or torch.compiler.is_compiling()  # no data-dependent length in a compiled graph
-        length = self.length if static else int(eot.max()) + 1
+        """Features of the rows `class_idx` (None: all), truncated at their longest EOT; after the prefix `states`
+        when given."""
+        eot = self.eot_index if class_idx is None else self.eot_index[class_idx]  # (R,)
+        # all classes: their longest prompt is known on the host; a subset's is read back from the device (a sync),
+        # except in a compiled graph, which runs to the longest of all (a static shape; exact by causality)
+        static = class_idx is None or self.full_length or torch.compiler.is_compiling()
+        length = self.longest if static else int(eot.max()) + 1
         if states is None:
             return clip.encode_text_embeddings(self.assemble(ctx, class_idx, length, clip), eot)
         p = states[0][0].shape[1]  # the prefix positions are in `states`: only the rest is assembled
