@@ -457,3 +457,34 @@ def test_ddp_prefix_is_stripped():
     assert all(torch.equal(weights[k], v) for k, v in state.items())
     partly = {**state, "module.head.weight": torch.zeros(1)}  # only a wrapper's keys all start with it
     assert strip_ddp_prefix(partly) is partly
+
+
+def test_attention_falls_back_to_the_math_kernel_where_the_cpu_flash_kernel_refuses(monkeypatch):
+    """PyTorch's CPU flash kernel runs bf16 over > 128 positions only with AVX-512 (ATEN_CPU_CAPABILITY=default or
+    avx2 refuse: "pack_vnni2 is only supported when avx512 is supported"); attention then runs the math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import tinyprompt.clip as clip_module
+
+    real = F.scaled_dot_product_attention
+    refused = []
+
+    def flash_without_avx512(*args, **kwargs):
+        if not refused:
+            refused.append(True)
+            raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
+        return real(*args, **kwargs)
+
+    q, k, v = torch.randn(3, 2, 129, 64, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16).unbind(0)
+    monkeypatch.setattr(clip_module.F, "scaled_dot_product_attention", flash_without_avx512)
+    got = clip_module._attend(q, k, v, heads=4, causal=True)
+    monkeypatch.undo()
+    with sdpa_kernel(SDPBackend.MATH):  # the same kernel: bit for bit
+        want = clip_module._attend(q, k, v, heads=4, causal=True)
+    assert refused and torch.equal(got, want)
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(clip_module.F, "scaled_dot_product_attention", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):  # any other error is the caller's
+        clip_module._attend(q, k, v, heads=4, causal=True)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["CLIP", "OPENAI_MODELS", "CLIPConfig", "build_model", "eot_index", "infer_config", "strip_ddp_prefix"]
@@ -67,7 +68,15 @@ def _attend(q, k, v, heads: int, causal: bool = False, mask=None):
     mask (Lq, Lk), True where a query may look, replaces `causal` when the keys start before the queries."""
     n, lq, d = q.shape
     q, k, v = (t.unflatten(-1, (heads, d // heads)).transpose(1, 2) for t in (q, k, v))  # (N, H, L, D/H)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+    except RuntimeError as e:
+        if q.device.type != "cpu" or "avx512" not in str(e):
+            raise
+        # PyTorch's CPU flash kernel runs bf16 over > 128 positions only with AVX-512: the math kernel computes the
+        # same attention on any CPU
+        with sdpa_kernel(SDPBackend.MATH):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
     return out.transpose(1, 2).reshape(n, lq, d)
 
 
