@@ -1,4 +1,5 @@
-"""Tests of tinyprompt.data.datasets: every registry entry on a tiny copy of its official layout, and the errors."""
+"""Tests of tinyprompt.data.datasets and the entry kinds it registers (tinyprompt.data.multilabel_sets,
+tinyprompt.data.vp_targets): every registry entry on a tiny copy of its official layout, and the errors."""
 import functools
 import io
 import json
@@ -10,24 +11,12 @@ import numpy as np
 import pytest
 
 from tinyprompt.commands.cli import main
-from tinyprompt.data.datasets import (
-    DATASETS,
-    AircraftLists,
-    CifarPickles,
-    COCOInstances,
-    GTSRBFolders,
-    MultiLabelEntry,
-    NumberedFolders,
-    NUSWIDELists,
-    SplitFile,
-    VOCDevkit,
-    WnidFolders,
-    get_dataset,
-    load,
-)
+from tinyprompt.data.datasets import DATASETS, AircraftLists, NumberedFolders, SplitFile, WnidFolders, get_dataset, load
 from tinyprompt.data.folder import open_image
 from tinyprompt.data.multilabel import VOC_CLASSES
+from tinyprompt.data.multilabel_sets import COCOInstances, MultiLabelEntry, NUSWIDELists, VOCDevkit
 from tinyprompt.data.splits import ImageDataset, Item
+from tinyprompt.data.vp_targets import CifarPickles, GTSRBFolders
 from tinyprompt.templates import CUSTOM_TEMPLATES
 
 PIL = pytest.importorskip("PIL.Image")
