@@ -18,7 +18,7 @@ from ddp import torchrun
 from golden import GOLDEN, load, needs_vocab
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt.commands.cli import main
-from tinyprompt.clip import build_model
+from tinyprompt.clip_checkpoint import build_model
 
 PIL = pytest.importorskip("PIL.Image", reason="the image data path needs Pillow")
 CLASSES = ["golden_retriever", "tabby_cat", "boeing 747"]
@@ -167,8 +167,8 @@ def _help_blocks(capsys, *command) -> dict:
 REQUIRED = None  # no default: --help must not show one
 HELP_DEFAULTS = {
     ("train", "coop"): {
-        "--model": REQUIRED, "--data": "None", "--split": "None", "--dataset": "None", "--root": "None",
-        "--shots": "16", "--seed": "1", "--subsample": "all", "--out": REQUIRED, "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--init-prompt": "None", "--class-token-position": "end",
+        "--model": REQUIRED, "--model-config": "None", "--data": "None", "--split": "None", "--dataset": "None",
+        "--root": "None", "--shots": "16", "--seed": "1", "--subsample": "all", "--out": REQUIRED, "--n-ctx": "16", "--ctx-init": "''", "--csc": "False", "--init-prompt": "None", "--class-token-position": "end",
         "--loss": "cross_entropy", "--text-chunk": "0", "--checkpoint-text": "False", "--epochs": "None",
         "--batch-size": "32", "--lr": "0.002", "--momentum": "0.9", "--weight-decay": "0.0005",
         "--warmup-epochs": "1", "--warmup-lr": "1e-05", "--precision": "auto", "--views": "10",
@@ -176,7 +176,7 @@ HELP_DEFAULTS = {
         "--encode-batch-size": "64", "--device": "auto", "--compile": "False",
     },  # CoOp's official defaults: SGD lr 0.002, momentum 0.9, wd 5e-4, batch 32, 16 ctx, 1 warm-up epoch at 1e-5
     ("eval",): {
-        "--prompt": REQUIRED, "--model": REQUIRED, "--data": "None", "--split": "None", "--dataset": "None",
+        "--prompt": REQUIRED, "--model": REQUIRED, "--model-config": "None", "--data": "None", "--split": "None", "--dataset": "None",
         "--root": "None", "--subset": "test",
         "--classes": "None", "--batch-size": "64", "--workers": "0", "--text-chunk": "0", "--device": "auto",
         "--output": "None",

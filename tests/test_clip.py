@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from golden import GOLDEN, golden_params, load
 from tolerance import U, assert_rounding_close, text_depth, tower_depth
-from tinyprompt.clip import (OPENAI_MODELS, CLIP, CLIPConfig, LayerNorm, build_model, eot_index, infer_config,
-                             strip_ddp_prefix)
+from tinyprompt.clip import CLIP, LayerNorm, eot_index
+from tinyprompt.clip_checkpoint import build_model, infer_config, strip_ddp_prefix
+from tinyprompt.clip_config import OPENAI_MODELS, CLIPConfig
 
 TINY_VIT = (32, 32, 2, 64, 16, 77, 500, 64, 2, 2)  # 2x2 patches, 1 vision head, 2 text heads
 TINY_RN = (32, 64, (1, 1, 1, 1), 4, None, 77, 500, 64, 2, 2)  # 2x2 final map, attention pool 2 heads
@@ -422,6 +423,25 @@ def test_open_clip_config_gives_the_layout_shapes_cannot():
             assert torch.equal(encode(model, x), encode(source, x))  # the same modules on the same weights
             wrong, right = encode(assumed, x), encode(source, x)
             assert (wrong - right).abs().max() > 1e-3 * right.abs().max()  # far beyond rounding: why it warns
+
+
+def test_text_narrower_than_a_head_takes_its_heads_from_the_config():
+    """A 32-wide text tower: open_clip's config gives its 2 heads; without one, OpenAI's 64-wide heads round to one
+    head (not zero, which no model has)."""
+    config = copy.deepcopy(TINY_OPEN_CLIP)
+    config["text_cfg"].update(width=32, heads=2)
+    torch.manual_seed(0)
+    source = randomise_(CLIP(**vars(CLIPConfig.from_open_clip(config))).eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_model(source.state_dict(), config)
+    assert model.config == source.config and model.config.transformer_heads == 2
+    tokens = _tokens(3, 500, [4, 11, 7])
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(tokens), source.encode_text(tokens))  # same modules, same weights
+    with pytest.warns(UserWarning, match="not a released OpenAI checkpoint"):
+        assumed = build_model(source.state_dict())
+    assert assumed.config.transformer_heads == 1 and assumed.encode_text(tokens).shape == (3, 32)
 
 
 @pytest.mark.parametrize("option, value", [

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import assert_rounding_close, text_depth
-from tinyprompt.clip import CLIP, build_model
+from tinyprompt.clip import CLIP
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.hub import load as hub_load
 from tinyprompt.methods import CoOp, CoOpConfig

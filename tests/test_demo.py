@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tinyprompt.commands import cli
-from tinyprompt.commands.demo import (
-    EXPERIMENTS,
-    PRESETS,
-    REAL_DATA,
-    DemoSettings,
-    Progress,
-    chosen_methods,
-)
+from tinyprompt.commands.demo import EXPERIMENTS, PRESETS, REAL_DATA, DemoSettings, Progress, chosen_methods
 from tinyprompt.engine import TrainConfig, train
 
 # `tinyprompt demo --quick` (seed 0) as measured with the committed tiny CLIP when the margins below were set

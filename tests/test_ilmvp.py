@@ -183,7 +183,7 @@ def test_prompt_errors():
 
 # ------------------------------------------------------------------------------- CLIP text prompts
 def _tiny_clip():
-    from tinyprompt.clip import build_model
+    from tinyprompt.clip_checkpoint import build_model
 
     return build_model(load(GOLDEN / "clip" / "clip_tiny_vit.pt")["state_dict"], "openai")  # OpenAI's CLIP code
 

@@ -4,15 +4,8 @@ import json
 import pytest
 import torch
 
-from tinyprompt.data.multilabel import (
-    VOC_CLASSES,
-    MultiLabelDataset,
-    read_coco_instances,
-    read_label_list,
-    read_multilabel,
-    read_nuswide,
-    read_voc2007,
-)
+from tinyprompt.data.multilabel import (VOC_CLASSES, MultiLabelDataset, read_coco_instances, read_label_list,
+                                        read_multilabel, read_nuswide, read_voc2007)
 
 
 def _touch(*paths):

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from test_clip import randomise_
 from tolerance import assert_rounding_close, gamma, rounding_bound, tower_depth
-from tinyprompt.clip import OPENAI_MODELS, CLIPConfig, build_model, infer_config
+from tinyprompt.clip_checkpoint import build_model, infer_config
+from tinyprompt.clip_config import OPENAI_MODELS, CLIPConfig
 
 try:
     open_clip = pytest.importorskip("open_clip", reason="open_clip is not installed (how: this file's docstring)")

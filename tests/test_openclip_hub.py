@@ -21,7 +21,9 @@ from golden import GOLDEN, load as load_golden
 from httpserver import FileServer, _Handler
 from test_clip import randomise_
 from tinyprompt import hub
-from tinyprompt.clip import CLIP, CLIPConfig, QuickGELU, build_model
+from tinyprompt.clip import CLIP, QuickGELU
+from tinyprompt.clip_checkpoint import build_model
+from tinyprompt.clip_config import CLIPConfig
 from tinyprompt.commands.cli import main
 from tinyprompt.transforms import ClipPreprocess
 

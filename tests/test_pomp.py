@@ -19,7 +19,8 @@ from ddp import torchrun
 from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import assert_rounding_close, steps_depth, text_depth
 from tinyprompt import engine
-from tinyprompt.clip import CLIP, build_model
+from tinyprompt.clip import CLIP
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.commands.cli import main
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items, read_class_list, read_class_names
 from tinyprompt.data.splits import few_shot, folder_items

@@ -4,20 +4,8 @@ import math
 import pytest
 
 from tinyprompt.data.splits import Item
-from tinyprompt.protocols import (
-    CLASSIFICATION,
-    PROTOCOLS,
-    SEEDS,
-    SHOTS,
-    TRANSFER_TARGETS,
-    VARIANTS,
-    Run,
-    Stat,
-    plan,
-    subsample_classes,
-    tables,
-    tables_csv,
-)
+from tinyprompt.protocols import (CLASSIFICATION, PROTOCOLS, SEEDS, SHOTS, TRANSFER_TARGETS, VARIANTS, Run, Stat, plan,
+                                  subsample_classes, tables, tables_csv)
 
 
 def test_few_shot_grid_is_every_dataset_shot_and_seed_plus_zero_shot():

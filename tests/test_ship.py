@@ -16,7 +16,8 @@ import torch
 from golden import GOLDEN, golden_params, load, needs_vocab
 from tolerance import adam_first_step_bound, assert_rounding_close, assert_within, text_depth
 from tinyprompt.commands.cli import main
-from tinyprompt.clip import CLIP, build_model
+from tinyprompt.clip import CLIP
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.data.splits import Item
 from tinyprompt.engine import TrainConfig, build_optimizer
 from tinyprompt.methods.coop import CoOp, CoOpConfig

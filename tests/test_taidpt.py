@@ -11,17 +11,8 @@ import torch
 from golden import GOLDEN, golden_params, load
 from tolerance import assert_rounding_close, text_depth, tower_depth
 
-from tinyprompt.methods.taidpt import (
-    CaptionFeatures,
-    TaIDPT,
-    TaIDPTConfig,
-    encode_captions,
-    fuse_scores,
-    global_logits,
-    local_logits,
-    official_loss,
-    official_ranking_loss,
-)
+from tinyprompt.methods.taidpt import (CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, fuse_scores,
+                                       global_logits, local_logits, official_loss, official_ranking_loss)
 from tinyprompt.prompts import ClassPrompts
 
 SCALE = 4.0
@@ -42,7 +33,7 @@ _CLIPS = {}
 
 def _model(golden):
     """TaIDPT on the tiny golden ResNet CLIP with the file's contexts injected (no RNG replay)."""
-    from tinyprompt.clip import build_model
+    from tinyprompt.clip_checkpoint import build_model
 
     if golden["clip_file"] not in _CLIPS:
         _CLIPS[golden["clip_file"]] = build_model(load(GOLDEN / "clip" / golden["clip_file"])["state_dict"])
@@ -527,7 +518,7 @@ def test_recipe_end_to_end(caption_world, tmp_path):
     prompt = torch.load(out / "prompt.pt", weights_only=True)
     assert prompt["method"] == "taidpt" and prompt["ctx_global"].shape == prompt["ctx_local"].shape == (2, 64)
     # the recipe's test mAP (cached dense features) equals a plain forward of the images with the saved prompts
-    from tinyprompt.clip import build_model
+    from tinyprompt.clip_checkpoint import build_model
 
     classes = get_class_list("voc")
     clip = build_model(torch.load(root / "tiny_rn.pt", weights_only=True))

@@ -11,7 +11,7 @@ import tinyprompt
 from golden import REPO
 from tinyprompt import tokenizer as tk
 from tinyprompt.commands.cli import entry, main
-from tinyprompt.clip import build_model
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.hub import AnyImagePreprocess
 from tinyprompt.methods import CoOp
 from tinyprompt.prompts import ClassPrompts, prompt_names

@@ -10,7 +10,7 @@ from golden import GOLDEN, golden_params, load as load_golden
 from tolerance import rounding_bound, tower_depth
 from tinyprompt import hub
 from tinyprompt.commands.cli import main
-from tinyprompt.clip import build_model
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT, get_templates
 from tinyprompt.tokenizer import tokenize
 from tinyprompt.zeroshot import format_prompts, template_features, zeroshot_classifier, zeroshot_logits
@@ -241,3 +241,33 @@ def test_cli_help_documents_every_flag(capsys):
         assert flag in text
         if default is not None:
             assert re.search(rf"{flag} \S+ .*?\(default: {default}\)", text), flag
+
+
+def test_model_config_reaches_the_loader(tiny_checkpoint, tmp_path, monkeypatch):
+    """--model-config: 'openai' says the file was made by OpenAI's code (no warning); a .json file is open_clip's
+    model config, read into the dict `tinyprompt.load` takes; an architecture name is passed on as it is."""
+    import warnings
+
+    from tinyprompt.commands import args as command_args
+
+    data = image_folder(tmp_path / "data", ["cat", "dog"])
+    base = ["zeroshot", "--model", str(tiny_checkpoint), "--data", str(data)]
+    with pytest.warns(UserWarning, match="OpenAI's are assumed"):
+        assert main(base) == 0  # shapes alone cannot tell the activation: said once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*base, "--model-config", "openai"]) == 0
+    seen = []
+
+    def record(name, device, config):
+        seen.append(config)
+        raise KeyboardInterrupt  # stop before the model is used
+
+    monkeypatch.setattr(command_args, "load", record)
+    (tmp_path / "config.json").write_text(json.dumps({"embed_dim": 16, "quick_gelu": False}))
+    for given in (str(tmp_path / "config.json"), "ViT-B-32"):
+        with pytest.raises(KeyboardInterrupt):
+            main([*base, "--model-config", given])
+    assert seen == [{"embed_dim": 16, "quick_gelu": False}, "ViT-B-32"]
+    with pytest.raises(FileNotFoundError, match="--model-config .*missing.json does not exist"):
+        main([*base, "--model-config", str(tmp_path / "missing.json")])

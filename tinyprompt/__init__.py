@@ -5,7 +5,7 @@ A lean CLIP (exact to OpenAI's numerics) with hook points, its BPE tokenizer, Tr
 ILM-VP, SHIP and POMP. `import tinyprompt` never pulls in Triton, Pillow or matplotlib: each is
 imported where it is first needed.
 """
-from tinyprompt.clip import build_model
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.hub import available_models, load
 from tinyprompt.tokenizer import tokenize, tokenize_for
 

@@ -2,9 +2,10 @@
 
 Paper: "Learning Transferable Visual Models From Natural Language Supervision", Radford et al. 2021
 (arXiv 2103.00020). Reference code: openai/CLIP `clip/model.py` @ d05afc4. Same module tree and
-state-dict key names as OpenAI's, so released checkpoints load unchanged; `build_model` infers the
-architecture from tensor shapes exactly as OpenAI's loader does, but keeps fp32 weights (OpenAI's
-loader rounds them to fp16) and uses autocast for speed instead.
+state-dict key names as OpenAI's, so released checkpoints load unchanged (`tinyprompt.clip_checkpoint.build_model`
+reads the architecture from a state dict's shapes); the constructor takes OpenAI's arguments, then what open_clip's
+models vary beyond them, checked by `tinyprompt.clip_config.CLIPConfig`. Weights stay fp32 (OpenAI's loader rounds
+them to fp16); autocast gives the speed instead.
 
 Hook points, so that no method forks this file:
 - `encode_text(tokens)` runs the causal text transformer only up to the last EOT of the batch (exact:
@@ -16,15 +17,9 @@ Hook points, so that no method forks this file:
 - `image_feature_map(images)` and `encode_image_dense(images)`: the map before pooling and per-location
   features (TaI-DPT, arXiv 2211.12739: `c_proj(v_proj(x_l))`, no attention).
 Attention is batch-first `F.scaled_dot_product_attention`; parameter names stay `nn.MultiheadAttention`'s.
-
-open_clip (github.com/mlfoundations/open_clip) trains the same towers under the same key names, but most of its
-models use the erf GELU and some wider attention heads, which no tensor shape shows: `build_model(state_dict,
-config)` takes open_clip's model config for those, and refuses the options this file does not implement.
 """
 import math
-import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +27,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["CLIP", "OPENAI_MODELS", "CLIPConfig", "build_model", "eot_index", "infer_config", "strip_ddp_prefix"]
+from tinyprompt.clip_config import CLIPConfig
 
-_ARCHIVE_SCALARS = ("input_resolution", "context_length", "vocab_size")  # OpenAI archives' non-weight buffers
+__all__ = ["CLIP", "eot_index"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -313,144 +308,6 @@ class VisionTransformer(nn.Module):
         return tokens[:, 0], tokens[:, 1:]
 
 
-@dataclass
-class CLIPConfig:
-    """OpenAI's `CLIP(...)` positional arguments, in order, then what open_clip's models vary beyond them: the head
-    width and activation (no tensor shape shows them) and the MLP widths (OpenAI's: 4x); a tuple `vision_layers`
-    means a ResNet."""
-
-    embed_dim: int = 512  # joint image-text embedding size
-    image_resolution: int = 224  # input side in pixels
-    vision_layers: int | tuple = 12  # ViT depth, or blocks per ResNet stage (4 ints)
-    vision_width: int = 768  # ViT width, or ResNet stem width (features: 32x that)
-    vision_patch_size: int | None = 16  # ViT patch side; None for a ResNet
-    context_length: int = 77  # text positions
-    vocab_size: int = 49408  # BPE vocabulary
-    transformer_width: int = 512  # text width
-    transformer_heads: int = 8  # text heads
-    transformer_layers: int = 12  # text depth
-    vision_head_width: int = 64  # ViT / attention-pool head size: OpenAI's 64, open_clip's ViT-H-14 80
-    vision_mlp_width: int | None = None  # ViT MLP hidden width; None: 4 x vision_width (OpenAI); ResNet: None
-    text_mlp_width: int | None = None  # text MLP hidden width; None: 4 x transformer_width (OpenAI)
-    quick_gelu: bool = True  # OpenAI trained with x sigmoid(1.702 x); False: erf GELU (most open_clip models)
-
-    def __post_init__(self):
-        if isinstance(self.vision_layers, list):
-            self.vision_layers = tuple(self.vision_layers)
-        if self.vision_mlp_width is None and not self.is_resnet:
-            self.vision_mlp_width = 4 * self.vision_width
-        if self.text_mlp_width is None:
-            self.text_mlp_width = 4 * self.transformer_width
-        sizes = {k: v for k, v in asdict(self).items()
-                 if k not in ("vision_layers", "vision_patch_size", "quick_gelu") and v is not None}  # fmt: skip
-        features = self.vision_width * 32 if self.is_resnet else self.vision_width  # what the vision heads split
-        patch = self.vision_patch_size
-        checks = (
-            (self.transformer_width % max(1, self.transformer_heads), f"transformer_width "
-             f"{self.transformer_width} is not divisible by transformer_heads {self.transformer_heads}"),
-            (self.is_resnet and (len(self.vision_layers) != 4 or self.image_resolution % 32),
-             "a ResNet needs 4 stage depths and an image_resolution divisible by 32"),
-            (not self.is_resnet and (not patch or self.image_resolution % patch),
-             "a ViT needs an image_resolution divisible by vision_patch_size"),
-            (self.vision_heads < 1 or features % self.vision_heads,
-             f"vision_width {self.vision_width} gives {self.vision_heads} heads (head width {self.vision_head_width}) "
-             f"that do not divide its {features} features: use a multiple of the head width (ViT) or an even "
-             f"width (ResNet)"),
-        )  # fmt: skip
-        problems = [f"{k}={v} must be positive" for k, v in sizes.items() if v < 1]
-        problems = problems or [message for bad, message in checks if bad]
-        if problems:
-            raise ValueError(f"invalid {self}: {'; '.join(problems)}")
-
-    @classmethod
-    def from_open_clip(cls, config: dict) -> "CLIPConfig":
-        """open_clip's model config (open_clip/model_configs/<name>.json, `open_clip.get_model_config(name)`) as a
-        CLIPConfig, open_clip's defaults for what it leaves out; an option whose math this file does not implement
-        (another tower, pooling, normalisation, tokenizer) raises a ValueError that names it."""
-        if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
-            raise ValueError(f"expected open_clip's model config, a dict with embed_dim, vision_cfg and text_cfg "
-                             f"(open_clip.get_model_config(name)), got {str(config)[:80]}")  # fmt: skip
-        vision, text = config["vision_cfg"], config["text_cfg"]
-        sections = {"": config, "vision_cfg.": vision, "text_cfg.": text}
-        unsupported = [f"{where}{key}={'{...}' if isinstance(value, dict) else repr(value)}"
-                       for where, section in sections.items()
-                       for key, value in section.items() if not _open_clip_supports(where, key, value)]  # fmt: skip
-        if unsupported:
-            raise ValueError(
-                f"open_clip config sets {', '.join(unsupported)}: not supported by tinyprompt's CLIP, which builds "
-                f"open_clip's plain CLIP towers only (OpenAI-style ViT or ModifiedResNet, text transformer with "
-                f"argmax pooling, OpenAI's BPE tokenizer)"
-            )
-        layers, width = vision.get("layers", 12), vision.get("width", 768)
-        resnet = isinstance(layers, (list, tuple))
-        side = vision.get("image_size", 224)
-        if isinstance(side, (list, tuple)):  # (height, width)
-            if len(set(side)) != 1:
-                raise ValueError(f"open_clip config sets vision_cfg.image_size={side}: only square images are built")
-            side = side[0]
-        text_width = text.get("width", 512)
-        return cls(
-            config["embed_dim"], side, layers, width, None if resnet else vision.get("patch_size", 16),
-            text.get("context_length", 77), text.get("vocab_size", 49408), text_width, text.get("heads", 8),
-            text.get("layers", 12),
-            vision_head_width=vision.get("head_width", 64),
-            # int(): open_clip's rounding (ViT-g-14: 1408 x 4.3637 -> 6144)
-            vision_mlp_width=None if resnet else int(width * vision.get("mlp_ratio", 4.0)),
-            text_mlp_width=int(text_width * text.get("mlp_ratio", 4.0)),
-            quick_gelu=config.get("quick_gelu", False),  # open_clip's default is the erf GELU
-        )  # fmt: skip
-
-    @property
-    def is_resnet(self) -> bool:
-        return isinstance(self.vision_layers, tuple)
-
-    @property
-    def vision_heads(self) -> int:  # not stored in checkpoints: OpenAI's are 64 wide, open_clip's config says
-        return (self.vision_width * 32 if self.is_resnet else self.vision_width) // self.vision_head_width
-
-
-# open_clip config options (model_configs/*.json) that build_model reads: sizes (checked against the tensor shapes)
-# and the layout no shape shows (activation, head widths).
-_OPEN_CLIP_READ = {
-    "": {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"},
-    "vision_cfg.": {"layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size"},
-    "text_cfg.": {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"},
-}
-# options that change nothing at inference, or only act together with an option refused below
-_OPEN_CLIP_INERT = {
-    "": {"init_logit_scale"},  # an initial value: the checkpoint's logit_scale replaces it
-    "vision_cfg.": {"patch_dropout", "output_tokens",  # training only; what forward returns
-                    "attn_pooler_queries", "attn_pooler_heads",  # with attentional_pool
-                    "timm_model_pretrained", "timm_pool", "timm_proj", "timm_proj_bias", "timm_drop", "timm_drop_path"},
-    "text_cfg.": {"output_tokens", "pad_id", "eos_id",  # what forward returns; with embed_cls; with pool_type "eos"
-                  "hf_model_pretrained", "hf_proj_type", "hf_pooler_type"},
-}  # fmt: skip
-# the attention-block variants of open_clip's "custom" block, in both towers: only plain attention is implemented
-_OPEN_CLIP_PLAIN_ATTENTION = {"block_type": None, "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False,
-                              "scale_attn_inner": False, "scale_attn": False, "scale_fc": False}  # fmt: skip
-# options implemented only at open_clip's default value: any other value is another tower, pooling or normalisation
-_OPEN_CLIP_DEFAULTS = {
-    "": {"custom_text": False, "init_logit_bias": None, "nonscalar_logit_scale": False},  # SigLIP's bias, CoCa, HF text
-    "vision_cfg.": {"timm_model_name": None, "ls_init_value": None, "attentional_pool": False, "no_ln_pre": False,
-                    "pos_embed_type": "learnable", "final_ln_after_pool": False, "pool_type": "tok", "act_kwargs": None,
-                    "norm_kwargs": None, **_OPEN_CLIP_PLAIN_ATTENTION},
-    # another tokenizer leaves the model's math alone, but tinyprompt tokenizes with OpenAI's BPE only
-    "text_cfg.": {"hf_model_name": None, "hf_tokenizer_name": None, "tokenizer_mode": None, "tokenizer_kwargs": None,
-                  "ls_init_value": None, "embed_cls": False, "no_causal_mask": False, "final_ln_after_pool": False,
-                  "pool_type": "argmax", "proj_bias": False, "proj_type": "linear", "act_kwargs": None,
-                  "norm_kwargs": None, **_OPEN_CLIP_PLAIN_ATTENTION},
-}  # fmt: skip
-
-
-def _open_clip_supports(where: str, key: str, value) -> bool:
-    """Whether option `key` = `value` of open_clip config section `where` leaves a tower this file implements;
-    options not listed above (multimodal_cfg, ones newer than this list) are refused rather than ignored."""
-    if key in _OPEN_CLIP_READ[where] or key in _OPEN_CLIP_INERT[where]:
-        return True
-    defaults = _OPEN_CLIP_DEFAULTS[where]
-    return key in defaults and value == defaults[key]
-
-
 class CLIP(nn.Module):
     """Image and text towers, OpenAI's constructor and parameter names; fp32 unless cast by the caller."""
 
@@ -597,150 +454,3 @@ class CLIP(nn.Module):
 def eot_index(tokens):
     """(N, L) token ids -> (N,) position of the first EOT (the largest id: argmax returns its first hit)."""
     return tokens.argmax(dim=-1)
-
-
-def _not_clip(what: str) -> ValueError:
-    return ValueError(f"{what}: this is not an OpenAI-format CLIP checkpoint (state dict of openai/CLIP's model)")
-
-
-# OpenAI's nine released models (github.com/openai/CLIP), by tinyprompt.available_models() name
-OPENAI_MODELS = {
-    "RN50": CLIPConfig(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12),
-    "RN101": CLIPConfig(512, 224, (3, 4, 23, 3), 64, None, 77, 49408, 512, 8, 12),
-    "RN50x4": CLIPConfig(640, 288, (4, 6, 10, 6), 80, None, 77, 49408, 640, 10, 12),
-    "RN50x16": CLIPConfig(768, 384, (6, 8, 18, 8), 96, None, 77, 49408, 768, 12, 12),
-    "RN50x64": CLIPConfig(1024, 448, (3, 15, 36, 10), 128, None, 77, 49408, 1024, 16, 12),
-    "ViT-B/32": CLIPConfig(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12),
-    "ViT-B/16": CLIPConfig(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12),
-    "ViT-L/14": CLIPConfig(768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12),
-    "ViT-L/14@336px": CLIPConfig(768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12),
-}
-# what tensor shapes cannot show: OpenAI's values are assumed where no config is given
-_LAYOUT = ("transformer_heads", "vision_head_width", "quick_gelu")
-
-
-def strip_ddp_prefix(state_dict):
-    """A training checkpoint's weights without DistributedDataParallel's prefix: DDP keeps the model as its
-    `.module`, so every key of a state dict saved from the wrapper starts with "module."; other dicts unchanged."""
-    if state_dict and all(isinstance(k, str) and k.startswith("module.") for k in state_dict):
-        return {k.removeprefix("module."): v for k, v in state_dict.items()}
-    return state_dict
-
-
-def infer_config(state_dict, config=None) -> CLIPConfig:
-    """The architecture of an OpenAI-format state dict: sizes from tensor shapes alone (OpenAI's build_model rules,
-    MLP widths too); activation and head widths from `config`, open_clip's model config (checked against the
-    shapes), else OpenAI's (QuickGELU, 64-wide heads). See `build_model`."""
-    # read the config first: an option it sets that is not implemented is named before any missing key
-    given = None if config is None or config == "openai" else CLIPConfig.from_open_clip(config)
-    shapes = _shape_config(state_dict)
-    if given is None:
-        return shapes
-    differ = [f"{f.name} {getattr(given, f.name)} (config) vs {getattr(shapes, f.name)} (shapes)" for f in fields(given)
-              if f.name not in _LAYOUT and getattr(given, f.name) != getattr(shapes, f.name)]  # fmt: skip
-    if differ:
-        raise ValueError(f"the open_clip config does not describe this state dict: {', '.join(differ)}; "
-                         f"pass the config of the model the checkpoint was trained as")  # fmt: skip
-    return given
-
-
-def _shape_config(state_dict) -> CLIPConfig:
-    """Every size from the tensor shapes (OpenAI's build_model rules, and the MLP widths); OpenAI's layout."""
-    if not isinstance(state_dict, dict) or not all(isinstance(k, str) for k in state_dict):
-        raise _not_clip(f"expected a dict of str -> tensor, got {type(state_dict).__name__}")
-
-    def shape(key, ndim):
-        if key not in state_dict:
-            found = ", ".join(list(state_dict)[:5]) or "none"
-            raise _not_clip(f"missing key {key!r} (first keys found: {found})")
-        value = state_dict[key]
-        if not isinstance(value, torch.Tensor) or value.ndim != ndim:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise _not_clip(f"key {key!r} should be a {ndim}-d tensor, got {got}")
-        return tuple(value.shape)
-
-    vision_mlp_width = None
-    if "visual.proj" in state_dict:  # ViT
-        vision_width, _, _, vision_patch_size = shape("visual.conv1.weight", 4)
-        vision_layers = len([k for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
-        grid = round((shape("visual.positional_embedding", 2)[0] - 1) ** 0.5)
-        image_resolution = vision_patch_size * grid
-        vision_mlp_width = shape("visual.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
-    else:  # ModifiedResNet
-        vision_layers = tuple(
-            len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4)
-        )
-        vision_width, vision_patch_size = shape("visual.layer1.0.conv1.weight", 4)[0], None
-        tokens = shape("visual.attnpool.positional_embedding", 2)[0]
-        grid = round((tokens - 1) ** 0.5)
-        if grid**2 + 1 != tokens:
-            raise _not_clip(f"visual.attnpool.positional_embedding has {tokens} rows, not a square grid + 1")
-        image_resolution = grid * 32
-    width = shape("ln_final.weight", 1)[0]
-    sizes = dict(
-        embed_dim=shape("text_projection", 2)[1],
-        image_resolution=image_resolution,
-        vision_layers=vision_layers,
-        vision_width=vision_width,
-        vision_patch_size=vision_patch_size,
-        context_length=shape("positional_embedding", 2)[0],
-        vocab_size=shape("token_embedding.weight", 2)[0],
-        transformer_width=width,
-        transformer_heads=width // 64,
-        transformer_layers=len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks")}),
-        vision_mlp_width=vision_mlp_width,
-        text_mlp_width=shape("transformer.resblocks.0.mlp.c_fc.weight", 2)[0],
-    )
-    try:
-        return CLIPConfig(**sizes)
-    except ValueError as err:
-        raise _not_clip(f"the shapes give an invalid architecture ({err})") from err
-
-
-def build_model(state_dict, config=None) -> CLIP:
-    """A CLIP from an OpenAI-format state dict: architecture from shapes, fp32 weights, strict load, eval mode.
-
-    Shapes give every size but not the activation nor the attention head width. `config` says them:
-    - None: OpenAI's (QuickGELU, 64-wide heads), silently only for a released OpenAI archive (one of the nine
-      architectures with the archive's scalar buffers); else with a warning, because open_clip trains the same
-      shapes with other values (its LAION ViT-B-32 uses the erf GELU: ~1% off with QuickGELU);
-    - "openai": OpenAI's, no warning (a checkpoint of OpenAI's or tinyprompt's CLIP);
-    - open_clip's model config dict (`open_clip.get_model_config(name)`; the "-quickgelu" twin, or quick_gelu=True,
-      for weights trained with QuickGELU, as open_clip's pretrained tags say): its values, its sizes checked
-      against the shapes; an option this file does not implement raises a ValueError naming it.
-    DistributedDataParallel's "module." prefix is stripped (`strip_ddp_prefix`). The scalar keys of TorchScript
-    archives (input_resolution, context_length, vocab_size) are ignored; every floating tensor is copied as fp32
-    (released files store fp16; nothing is rounded). The model lives on the state dict's device (the meta device
-    works too, for shape checks).
-    """
-    state_dict = strip_ddp_prefix(state_dict)
-    archive = isinstance(state_dict, dict) and all(k in state_dict for k in _ARCHIVE_SCALARS)
-    if isinstance(state_dict, dict):
-        state_dict = {k: v for k, v in state_dict.items() if k not in _ARCHIVE_SCALARS}
-    arch = infer_config(state_dict, config)
-    if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise _not_clip("some values are not tensors")
-    with torch.device("meta"):  # no allocation or random init: every tensor comes from the state dict
-        model = CLIP(**asdict(arch))
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    problems = [f"{kind} key {keys[0]!r}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
-                for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
-    if problems:
-        raise _not_clip(f"{'; '.join(problems)} for the inferred architecture {arch}")
-    for key, ref in expected.items():
-        if state_dict[key].shape != ref.shape:
-            got = tuple(state_dict[key].shape)
-            raise _not_clip(f"key {key!r} has shape {got}, expected {tuple(ref.shape)} for {arch}")
-    # one fresh fp32 copy per tensor (never aliasing the caller's dict), assigned in place of the meta ones
-    fresh = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone() for k, v in state_dict.items()}
-    model.load_state_dict(fresh, strict=True, assign=True)
-    if config is None and not (archive and arch in OPENAI_MODELS.values()):
-        warnings.warn(
-            "build_model: not a released OpenAI checkpoint, and tensor shapes show neither the activation (GELU or "
-            "QuickGELU) nor the attention head width: OpenAI's are assumed (QuickGELU, 64). Pass config=open_clip's "
-            "model config (open_clip.get_model_config(name)) for an open_clip checkpoint, or config='openai' for "
-            "one made by OpenAI's or tinyprompt's CLIP code", stacklevel=2,
-        )  # fmt: skip
-    return model.eval()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.clip import build_model
+from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.io import atomic_write, cache_dir, download, offline, sha256_file
 from tinyprompt.tokenizer import get_tokenizer
 from tinyprompt.transforms import clip_preprocess, preprocess_tensor

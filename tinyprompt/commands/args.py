@@ -1,15 +1,18 @@
 """What every command's arguments share: argparse value types that fail with a clear message, flags without
-a default, the device choice, and display names for class folders (`--classes`)."""
+a default, the device choice, the model to load (--model, --model-config), and display names for class folders
+(`--classes`)."""
 import argparse
+import json
 import math
 from pathlib import Path
 
 import torch
 
 from tinyprompt.data.largelabel import class_file_separator, read_class_names
+from tinyprompt.hub import load
 
 __all__ = ["REQUIRED", "int_at_least", "finite_float", "positive_float", "non_negative_float", "resolve_device",
-           "class_names"]
+           "class_names", "MODEL_CONFIG_HELP", "add_model_config_arg", "load_model"]
 
 # add_argument(..., **REQUIRED): a flag with no default, so `--help` shows none ("(default: None)" would mislead)
 REQUIRED = {"required": True, "default": argparse.SUPPRESS}
@@ -66,6 +69,27 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
     return device
+
+
+MODEL_CONFIG_HELP = ("for a --model checkpoint path that is not OpenAI's: its open_clip model config, as an "
+                     "architecture or pretrained tag of `tinyprompt models --open-clip` (e.g. ViT-B-32 or "
+                     "ViT-B-32/laion2b_s34b_b79k), open_clip's model-config .json file, or 'openai' (tensor shapes "
+                     "cannot tell GELU from QuickGELU)")
+
+
+def add_model_config_arg(group, flag: str = "--model") -> None:
+    group.add_argument("--model-config", default=None, help=MODEL_CONFIG_HELP.replace("--model", flag))
+
+
+def load_model(name_or_path, config, device):
+    """(model, preprocess) of `tinyprompt.load`, with --model-config read: a .json file becomes its dict."""
+    if config is not None and str(config).endswith(".json"):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--model-config {path} does not exist: pass open_clip's model-config .json, or "
+                                    f"an architecture name such as ViT-B-32")  # fmt: skip
+        config = json.loads(path.read_text(encoding="utf-8"))
+    return load(name_or_path, device=device, config=config)
 
 
 def class_names(spec, folders: list[str], root) -> list[str]:

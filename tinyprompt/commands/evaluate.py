@@ -21,7 +21,8 @@ encodes its images once.
 import json
 from pathlib import Path
 
-from tinyprompt.commands.args import REQUIRED, class_names, int_at_least, resolve_device
+from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, class_names, int_at_least, load_model,
+                                      resolve_device)
 from tinyprompt.commands.recipes.ilmvp import evaluate as ilmvp_accuracy
 from tinyprompt.commands.recipes.ilmvp import load_run_model
 from tinyprompt.commands.recipes.taidpt import eval_features, evaluate_map
@@ -30,14 +31,7 @@ from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.multilabel import read_multilabel
-from tinyprompt.data.splits import (
-    ImageDataset,
-    classnames_from_items,
-    folder_items,
-    make_loader,
-    read_split_file,
-)
-from tinyprompt.hub import load
+from tinyprompt.data.splits import ImageDataset, classnames_from_items, folder_items, make_loader, read_split_file
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import METHODS, load_prompt, read_prompt, read_prompt_file
 from tinyprompt.metrics import accuracy_of_features
@@ -48,6 +42,7 @@ def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED,
                         help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
                         "or checkpoint path")
+    add_model_config_arg(parser)
     parser.add_argument("--data", default=None, help="image folder with one sub-folder per class, or with --split the "
                         "image root of the split file; or use --dataset and --root")  # fmt: skip
     parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json; evaluates its --subset")
@@ -78,7 +73,7 @@ def _multilabel(args, state, device) -> int:
             raise ValueError(f"{args.dataset} has no {args.subset} split: use --subset test")
     else:  # a COCO instances .json, a VOC2007 or NUS-WIDE folder, or a CSV/JSONL label list
         data, source = read_multilabel(args.data), str(args.data)
-    clip, _ = load(args.model, device=device)
+    clip, _ = load_model(args.model, args.model_config, device)
     model = load_prompt(clip, state, data.classnames, text_chunk=args.text_chunk)
     glob, local = eval_features(clip, data, clip.visual.input_resolution, args.batch_size, args.workers, device)
     result = evaluate_map(model, glob, local, data.labels, data.ignore)
@@ -136,7 +131,7 @@ def run(args) -> int:
         loader = make_loader(ImageDataset(items, transform), args.batch_size, args.workers, device=device)
         result = {"top1": ilmvp_accuracy(model, loader, device)}
     else:
-        clip, preprocess = load(args.model, device=device)
+        clip, preprocess = load_model(args.model, args.model_config, device)
         features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
                                    device=device, num_workers=args.workers)[0]  # fmt: skip
         model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
+from tinyprompt.commands.args import REQUIRED, add_model_config_arg, int_at_least, load_model, resolve_device
 from tinyprompt.data.largelabel import read_class_list
-from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt, read_prompt
 
@@ -36,6 +35,7 @@ def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED,
                         help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
                         "or checkpoint path")
+    add_model_config_arg(parser)
     parser.add_argument("--classes", **REQUIRED, type=Path, help="class file: one name per line, or 'id<TAB>name' lines")
     parser.add_argument("--out", **REQUIRED, type=Path, help="output .npy file: (C, E) float32, rows in file order")
     parser.add_argument("--text-chunk", type=int_at_least(0), default=256,
@@ -49,7 +49,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     state = read_prompt(args.prompt)
     classnames = read_class_list(args.classes)
-    clip, _ = load(args.model, device=device)
+    clip, _ = load_model(args.model, args.model_config, device)
     model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
     embeddings = class_embeddings(model).numpy()  # (C, E)
     with atomic_write(args.out, "wb") as f:

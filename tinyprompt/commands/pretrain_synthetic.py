@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from tinyprompt.bpe import train_bpe, write_merges
-from tinyprompt.clip import CLIP, CLIPConfig
+from tinyprompt.clip import CLIP
+from tinyprompt.clip_config import CLIPConfig
 from tinyprompt.data.synthetic import derive_seed, describe, render, sample_scenes
 from tinyprompt.engine import TrainConfig, train
 from tinyprompt.io import atomic_save, atomic_write, sha256_file

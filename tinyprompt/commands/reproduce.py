@@ -27,20 +27,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tinyprompt.commands.args import int_at_least, resolve_device
+from tinyprompt.commands.args import add_model_config_arg, int_at_least, load_model, resolve_device
 from tinyprompt.commands.recipes import coop, ilmvp, ship, taidpt
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
-from tinyprompt.hub import load
-from tinyprompt.io import atomic_write
 from tinyprompt.data.splits import Item
 from tinyprompt.data.synthetic_tasks import BENCHMARK_LAYOUTS, write_benchmark_root
+from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.metrics import accuracy, mean_average_precision
 from tinyprompt.protocols import PROTOCOLS, SEEDS, plan, plot_few_shot, subsample_classes, tables, tables_csv
 from tinyprompt.templates import CUSTOM_TEMPLATES, get_templates
 from tinyprompt.zeroshot import zeroshot_classifier
+
 
 @dataclass(frozen=True)
 class Method:
@@ -76,6 +76,7 @@ def add_args(parser) -> None:
                         "(CoOp's DATASETS.md, TaI-DPT's README; see tinyprompt.data.datasets)")  # fmt: skip
     parser.add_argument("--model", default="ViT-B/16", help="CLIP model name or checkpoint path (the papers' tables: "
                         "ViT-B/16; CoOp's few-shot figure and TaI-DPT: RN50; ILM-VP's CLIP: ViT-B/32)")  # fmt: skip
+    add_model_config_arg(parser)
     parser.add_argument("--protocol", nargs="+", default=None, choices=list(PROTOCOLS),
                         help="protocols to run; default: every one of METHOD's paper")
     parser.add_argument("--datasets", nargs="+", default=None, help="datasets (registry names) instead of the "
@@ -109,7 +110,8 @@ def _settings(args) -> dict:
     """What defines the grid's numbers; a --out made with other settings is refused (its results would mix)."""
     train_args = args.train_args or (QUICK["train_args"].get(args.method, "") if args.quick else "")
     captions = args.captions or Path(args.root) / CAPTIONS
-    return {"method": args.method, "model": str(args.model), "root": str(Path(args.root).resolve()),
+    return {"method": args.method, "model": str(args.model), "model_config": args.model_config,
+            "root": str(Path(args.root).resolve()),
             "train_args": shlex.split(train_args), "prompt": str(args.prompt.resolve()) if args.prompt else None,
             "captions": str(captions.resolve()) if args.method == "taidpt" else None}  # fmt: skip
 
@@ -184,6 +186,8 @@ def _train(args, run, folder: Path, settings: dict) -> None:
             "--device", args.device]  # fmt: skip
     if args.prompt is not None:
         argv += ["--init-prompt", str(args.prompt)]
+    if args.model_config is not None:  # the checkpoint path's open_clip config (ILM-VP: of a clip:PATH source)
+        argv += ["--model-config", str(args.model_config)]
     if recipe is taidpt:  # learned from captions, with the test set's class names; its recipe measures the mAP
         argv += ["--model", str(args.model), "--captions", settings["captions"], "--classes", CLASS_LISTS[run.dataset],
                  "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
@@ -256,7 +260,7 @@ def run(args) -> int:
         _train(args, r, folder[r], settings)
 
     device = resolve_device(args.device)
-    clip, preprocess = load(args.model, device=device)
+    clip, preprocess = load_model(args.model, args.model_config, device)
     data = _Data(args.root, clip, preprocess, dict(batch_size=args.batch_size, device=device, num_workers=args.workers))
     written = []
     for protocol, evals in grid.items():

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from tinyprompt.commands.args import REQUIRED, class_names, resolve_device
+from tinyprompt.commands.args import REQUIRED, add_model_config_arg, class_names, load_model, resolve_device
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import ImageFolder
 from tinyprompt.data.splits import ImageDataset, classnames_from_items, read_split_file
-from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.templates import get_templates
 from tinyprompt.zeroshot import zeroshot_classifier, zeroshot_logits
@@ -27,6 +26,7 @@ _FORMATS = (".csv", ".jsonl")  # --predictions file types, chosen by suffix
 
 def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED, help="model name (see `tinyprompt models`) or checkpoint path")
+    add_model_config_arg(parser)
     parser.add_argument("--data", default=None, help="image folder with one sub-folder per class (sorted = label "
                         "order); or use --dataset and --root")  # fmt: skip
     parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json with paths under --data; evaluates "
@@ -94,7 +94,7 @@ def run(args) -> int:
         samples = splits[args.subset]
         if not samples:
             raise ValueError(f"{source} holds no images: pick another --subset")
-    model, preprocess = load(args.model, device=device)
+    model, preprocess = load_model(args.model, args.model_config, device)
     if args.dataset is not None or args.split is not None:
         dataset = ImageDataset(samples, transform=preprocess)
     else:

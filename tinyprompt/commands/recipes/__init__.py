@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tinyprompt.commands.args import REQUIRED, int_at_least, non_negative_float, positive_float
+from tinyprompt.commands.args import REQUIRED, add_model_config_arg, int_at_least, non_negative_float, positive_float
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.folder import find_classes
@@ -48,6 +48,7 @@ def add_compile_arg(group) -> None:
 
 def add_model_arg(group) -> None:
     group.add_argument("--model", **REQUIRED, help="CLIP model name (see `tinyprompt models`) or checkpoint path")
+    add_model_config_arg(group)
 
 
 def add_split_args(group) -> None:

@@ -24,39 +24,15 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import (
-    REQUIRED,
-    finite_float,
-    int_at_least,
-    positive_float,
-    resolve_device,
-)
-from tinyprompt.commands.recipes import (
-    FLAGS,
-    add_compile_arg,
-    add_precision_arg,
-    add_run_args,
-    add_split_args,
-    item_list,
-    load_run_data,
-    prepare_out,
-    train_config,
-)
+from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, finite_float, int_at_least, load_model,
+                                      positive_float, resolve_device)
+from tinyprompt.commands.recipes import (FLAGS, add_compile_arg, add_precision_arg, add_run_args, add_split_args,
+                                         item_list, load_run_data, prepare_out, train_config)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
-from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods.ilmvp import (
-    ILMVP,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MAPPINGS,
-    AdditivePrompt,
-    ILMVPConfig,
-    PaddingPrompt,
-    clip_text_source,
-    load_classifier,
-)
+from tinyprompt.methods.ilmvp import (ILMVP, IMAGENET_MEAN, IMAGENET_STD, MAPPINGS, AdditivePrompt, ILMVPConfig,
+                                      PaddingPrompt, clip_text_source, load_classifier)
 from tinyprompt.metrics import accuracy
 
 # official optimisation per source kind
@@ -84,6 +60,7 @@ def add_args(parser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--source", **REQUIRED, help="frozen source model: clip:NAME_OR_PATH (CLIP with text-prompt "
                       "selection), torchvision:NAME (pretrained, needs torchvision) or a TorchScript classifier file")  # fmt: skip
+    add_model_config_arg(data, "a --source clip:PATH")
     add_split_args(data)
     data.add_argument("--shots", type=int_at_least(0), default=0, help="training images per class (0 = all, as the paper)")
     data.add_argument("--seed", type=int_at_least(0), default=7, help="seeds the few-shot draw, rlm and training (official 7)")
@@ -117,7 +94,7 @@ def build_model(args, classnames, device):
     """(ILMVP model, image transform, source kind) for --source; the prompt's size flags are checked first."""
     config = ILMVPConfig(mapping=args.mapping, interval=args.mapping_interval, seed=args.seed)
     if args.source.startswith("clip:"):
-        clip, preprocess = load(args.source[len("clip:"):], device=device)
+        clip, preprocess = load_model(args.source[len("clip:"):], args.model_config, device)
         size = clip.visual.input_resolution  # CLIP's preprocessing sets the image size, not --image-size
         if 2 * args.pad > size:  # the frame is --pad pixels wide on each side of the input
             raise ValueError(f"--pad {args.pad} does not fit the {size}x{size} input of {args.source}: a frame of "
@@ -137,7 +114,7 @@ def build_model(args, classnames, device):
 
 
 SOURCE_FILE = "source.json"  # beside prompt.pt: the flags that rebuild the source and prompt shape (`load_run_model`)
-SOURCE_FLAGS = ("source", "image_size", "input_size", "mean", "std", "pad")
+SOURCE_FLAGS = ("source", "model_config", "image_size", "input_size", "mean", "std", "pad")
 
 
 def load_run_model(prompt_path, state: dict, device):
