@@ -314,3 +314,14 @@ def test_eval_runs_an_ilmvp_prompt_through_its_runs_source(root, tmp_path):
     (out / "source.json").unlink()
     with pytest.raises(FileNotFoundError, match="source.json does not exist: an ILM-VP prompt works only through"):
         main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "dtd", "--root", str(root)])
+
+
+def test_a_given_prompt_changed_in_place_is_refused(grid, root, tmp_path):
+    prompt = tmp_path / "pomp.pt"
+    _pomp_prompt(prompt)
+    args = ["reproduce", "pomp", "--root", str(root), "--model", "synthetic", "--prompt", str(prompt), "--protocol",
+            "domain_generalization", "--out", str(tmp_path / "grid")]  # fmt: skip
+    assert main(args) == 0
+    _pomp_prompt(prompt, n_ctx=2)  # retrained into the same file
+    with pytest.raises(ValueError, match="holds a grid made with other prompt"):
+        main(args)

@@ -18,6 +18,7 @@ last checkpoint. Tables: --out/results/<method>-<protocol>.{md,csv,json} (+ the 
 matplotlib). Progress shows the run, its place in the grid and the ETA.
 """
 import argparse
+import hashlib
 import json
 import shlex
 import time
@@ -110,9 +111,11 @@ def _settings(args) -> dict:
     """What defines the grid's numbers; a --out made with other settings is refused (its results would mix)."""
     train_args = args.train_args or (QUICK["train_args"].get(args.method, "") if args.quick else "")
     captions = args.captions or Path(args.root) / CAPTIONS
+    prompt = None
+    if args.prompt is not None:  # by content: a prompt retrained in place must not reuse the old one's numbers
+        prompt = {"path": str(args.prompt.resolve()), "sha256": hashlib.sha256(args.prompt.read_bytes()).hexdigest()}
     return {"method": args.method, "model": str(args.model), "model_config": args.model_config,
-            "root": str(Path(args.root).resolve()),
-            "train_args": shlex.split(train_args), "prompt": str(args.prompt.resolve()) if args.prompt else None,
+            "root": str(Path(args.root).resolve()), "train_args": shlex.split(train_args), "prompt": prompt,
             "captions": str(captions.resolve()) if args.method == "taidpt" else None}  # fmt: skip
 
 
