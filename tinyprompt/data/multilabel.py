@@ -183,8 +183,15 @@ def read_voc2007(root, split: str = "test", difficult: str = "negative", check_f
     return MultiLabelData(paths, positive, list(VOC_CLASSES), hard if difficult == "ignore" else None)
 
 
+def nuswide_labels(root) -> Path:
+    """The folder of NUS-WIDE's Labels_<concept>_<split>.txt files: Groundtruth/TrainTestLabels, where NUS-WIDE's
+    Groundtruth.zip puts it, or TrainTestLabels directly under the root, where TaI-DPT's README draws it."""
+    official, readme = Path(root) / "Groundtruth" / "TrainTestLabels", Path(root) / "TrainTestLabels"
+    return readme if readme.is_dir() and not official.is_dir() else official
+
+
 def read_nuswide(root, split: str = "Test", check_files: bool = True) -> MultiLabelData:
-    """NUS-WIDE at `root`: Concepts81.txt, ImageList/<split>Imagelist.txt, Groundtruth/TrainTestLabels."""
+    """NUS-WIDE at `root`: Concepts81.txt, ImageList/<split>Imagelist.txt, the label files (`nuswide_labels`)."""
     root = Path(root)
     concepts_file, list_file = root / "Concepts81.txt", root / "ImageList" / f"{split}Imagelist.txt"
     for f in (concepts_file, list_file):
@@ -195,7 +202,7 @@ def read_nuswide(root, split: str = "Test", check_files: bool = True) -> MultiLa
     paths = [str(root / "Flickr" / n) for n in names]
     labels = torch.zeros(len(names), len(classnames), dtype=torch.uint8)
     for k, concept in enumerate(classnames):
-        path = root / "Groundtruth" / "TrainTestLabels" / f"Labels_{concept}_{split}.txt"
+        path = nuswide_labels(root) / f"Labels_{concept}_{split}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"NUS-WIDE labels of concept {concept!r}: {path} does not exist")
         values = [v.strip() for v in path.read_text().splitlines() if v.strip()]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tinyprompt.data.entry import Entry
-from tinyprompt.data.multilabel import read_coco_instances, read_nuswide, read_voc2007
+from tinyprompt.data.multilabel import nuswide_labels, read_coco_instances, read_nuswide, read_voc2007
 from tinyprompt.data.splits import SPLITS
 
 __all__ = ["MultiLabelEntry", "VOCDevkit", "COCOInstances", "NUSWIDELists"]
@@ -132,8 +132,7 @@ class NUSWIDELists(MultiLabelEntry):
           Groundtruth/TrainTestLabels/Labels_<concept>_{Train,Test}.txt    one 0/1 per image of the list
           Flickr/<concept folder>/<image>.jpg
 
-    TaI-DPT's README draws TrainTestLabels/ directly under NUSWIDE/; `read_nuswide` reads the official
-    Groundtruth/TrainTestLabels/, and a TrainTestLabels/ in TaI-DPT's place is reported with the move to make.
+    TaI-DPT's README draws TrainTestLabels/ directly under NUSWIDE/: that place is read too (`nuswide_labels`).
     NUS-WIDE's Train and Test lists are our train and test; TaI-DPT evaluates on test.
     """
 
@@ -141,11 +140,8 @@ class NUSWIDELists(MultiLabelEntry):
         return "Concepts81.txt", f"ImageList/{split}Imagelist.txt", "Groundtruth/TrainTestLabels/", "Flickr/"
 
     def require(self, home: Path, needs) -> None:
-        labels, official = home / "TrainTestLabels", home / "Groundtruth" / "TrainTestLabels"
-        if labels.is_dir() and not official.exists():
-            raise FileNotFoundError(f"{labels} is where TaI-DPT's README puts NUS-WIDE's label files, but they are "
-                                    f"read from {official}, where NUS-WIDE's Groundtruth.zip puts them: move it there")
-        super().require(home, needs)
+        labels = nuswide_labels(home).relative_to(home).as_posix() + "/"  # NUS-WIDE's place or TaI-DPT's README's
+        super().require(home, tuple(labels if need == "Groundtruth/TrainTestLabels/" else need for need in needs))
 
     def read_split(self, home: Path, split: str):
         return read_nuswide(home, split)
