@@ -245,10 +245,8 @@ def test_cli_help_documents_every_flag(capsys):
 
 def test_model_config_reaches_the_loader(tiny_checkpoint, tmp_path, monkeypatch):
     """--model-config: 'openai' says the file was made by OpenAI's code (no warning); a .json file is open_clip's
-    model config, read into the dict `tinyprompt.load` takes; an architecture name is passed on as it is."""
+    model config, read into a dict; an architecture name is that architecture's config from the manifest."""
     import warnings
-
-    from tinyprompt.commands import args as command_args
 
     data = image_folder(tmp_path / "data", ["cat", "dog"])
     base = ["zeroshot", "--model", str(tiny_checkpoint), "--data", str(data)]
@@ -259,15 +257,15 @@ def test_model_config_reaches_the_loader(tiny_checkpoint, tmp_path, monkeypatch)
         assert main([*base, "--model-config", "openai"]) == 0
     seen = []
 
-    def record(name, device, config):
+    def record(state_dict, config):
         seen.append(config)
-        raise KeyboardInterrupt  # stop before the model is used
+        raise KeyboardInterrupt  # stop before the model is built
 
-    monkeypatch.setattr(command_args, "load", record)
+    monkeypatch.setattr(hub, "build_model", record)
     (tmp_path / "config.json").write_text(json.dumps({"embed_dim": 16, "quick_gelu": False}))
     for given in (str(tmp_path / "config.json"), "ViT-B-32"):
         with pytest.raises(KeyboardInterrupt):
             main([*base, "--model-config", given])
-    assert seen == [{"embed_dim": 16, "quick_gelu": False}, "ViT-B-32"]
-    with pytest.raises(FileNotFoundError, match="--model-config .*missing.json does not exist"):
+    assert seen == [{"embed_dim": 16, "quick_gelu": False}, hub.open_clip_config("ViT-B-32")]
+    with pytest.raises(FileNotFoundError, match="model config .*missing.json does not exist"):
         main([*base, "--model-config", str(tmp_path / "missing.json")])

@@ -90,8 +90,15 @@ def manifest_entry(name: str) -> dict:
 
 def open_clip_config(name: str) -> dict:
     """open_clip's model config, for `build_model` or `load(path, config=...)`, of an architecture of the open_clip
-    manifest ("ViT-B-32", as `open_clip.get_model_config`) or of a pretrained tag ("ViT-B-32/laion400m_e31": the
-    architecture's, with the activation those weights were trained with, which open_clip's tag records)."""
+    manifest ("ViT-B-32", as `open_clip.get_model_config`), of a pretrained tag ("ViT-B-32/laion400m_e31": the
+    architecture's, with the activation those weights were trained with, which open_clip's tag records), or in a
+    model-config .json file (open_clip's model_configs/*.json)."""
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config {path} does not exist: pass open_clip's model-config .json, or an "
+                                    f"architecture name such as ViT-B-32")  # fmt: skip
+        return json.loads(path.read_text(encoding="utf-8"))
     table = _open_clip()
     if name in table["models"]:
         entry = table["models"][name]
@@ -310,8 +317,8 @@ def load(name_or_path, device="cpu", download_root=None, config=None):
     normalised input tensor `(3, R, R)`, R = `model.visual.input_resolution` (a built-in model's
     also maps uint8 tensors (3, H, W) or (N, 3, H, W)). A built-in model, by name or by path, carries its
     own tokenizer as `model.tokenizer`; OpenAI's models have none and read OpenAI's BPE vocabulary.
-    `config` is for a path, as `build_model`'s: open_clip's model config dict, the name of an architecture or
-    pretrained tag of the open_clip manifest ("ViT-B-32", `open_clip_config`), or "openai". Without one, a file
+    `config` is for a path, as `build_model`'s: open_clip's model config dict or .json file, the name of an
+    architecture or pretrained tag of the open_clip manifest ("ViT-B-32", `open_clip_config`), or "openai". Without one, a file
     that is not a released OpenAI archive loads with OpenAI's activation and head width and a warning.
     """
     key = os.fspath(name_or_path)

@@ -98,7 +98,6 @@ class Evaluation:
     """One number of a table: the prompt of `run` (None: zero-shot CLIP) on the test split of `dataset`, among its
     classes `subset` ('all', or the 'base' / 'new' half of the base-to-new split)."""
 
-    protocol: str
     run: Run | None
     dataset: str
     subset: str = "all"
@@ -120,27 +119,27 @@ def plan(protocol: str, datasets=None, shots=None, seeds=SEEDS, sources=()) -> l
         raise ValueError("no seeds given: the protocols average over seeds, pass at least one (the papers use 1 2 3)")
     if protocol == "few_shot":
         shots = tuple(shots or SHOTS)
-        return [*(Evaluation(protocol, None, d) for d in datasets),
-                *(Evaluation(protocol, Run(d, k, seed), d) for d in datasets for k in shots for seed in seeds)]
+        return [*(Evaluation(None, d) for d in datasets),
+                *(Evaluation(Run(d, k, seed), d) for d in datasets for k in shots for seed in seeds)]
     if protocol in ("multilabel", "visual_prompting"):  # TaI-DPT trains on captions, ILM-VP on the whole train split
         if shots:
             raise ValueError(f"{protocol} trains on all the training data in its paper: drop --shots")
         if protocol == "visual_prompting" and not sources:
             raise ValueError("visual_prompting needs at least one source classifier, e.g. clip:ViT-B/32")
-        return [*(Evaluation(protocol, None, d) for d in datasets),
-                *(Evaluation(protocol, Run(d, 0, seed, source=source), d)
+        return [*(Evaluation(None, d) for d in datasets),
+                *(Evaluation(Run(d, 0, seed, source=source), d)
                   for source in (sources if protocol == "visual_prompting" else ("",)) for d in datasets
                   for seed in seeds)]  # fmt: skip
     if shots and tuple(shots) != (TRANSFER_SHOTS,):
         raise ValueError(f"{protocol} trains on {TRANSFER_SHOTS} shots in every paper; --shots {shots} applies to "
                          f"few_shot only: drop it, or pass {TRANSFER_SHOTS}")  # fmt: skip
     if protocol == "base_to_new":
-        return [*(Evaluation(protocol, None, d, part) for d in datasets for part in ("base", "new")),
-                *(Evaluation(protocol, Run(d, TRANSFER_SHOTS, seed, "base"), d, part)
+        return [*(Evaluation(None, d, part) for d in datasets for part in ("base", "new")),
+                *(Evaluation(Run(d, TRANSFER_SHOTS, seed, "base"), d, part)
                   for d in datasets for seed in seeds for part in ("base", "new"))]  # fmt: skip
     targets = (SOURCE, *(d for d in datasets if d != SOURCE))  # the source's own accuracy is the first column
-    return [*(Evaluation(protocol, None, d) for d in targets),
-            *(Evaluation(protocol, Run(SOURCE, TRANSFER_SHOTS, seed), d) for seed in seeds for d in targets)]
+    return [*(Evaluation(None, d) for d in targets),
+            *(Evaluation(Run(SOURCE, TRANSFER_SHOTS, seed), d) for seed in seeds for d in targets)]
 
 
 def subsample_classes(splits: dict, classnames: list, subset: str) -> tuple:

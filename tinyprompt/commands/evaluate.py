@@ -21,38 +21,25 @@ encodes its images once.
 import json
 from pathlib import Path
 
-from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, class_names, int_at_least, load_model,
-                                      resolve_device)
+from tinyprompt.commands.args import (add_eval_data_args, add_prompt_args, check_eval_data_args, eval_items,
+                                      int_at_least, resolve_device)
 from tinyprompt.commands.recipes.ilmvp import evaluate as ilmvp_accuracy
 from tinyprompt.commands.recipes.ilmvp import load_run_model
 from tinyprompt.commands.recipes.taidpt import eval_features, evaluate_map
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
-from tinyprompt.data.folder import find_classes
 from tinyprompt.data.multilabel import read_multilabel
-from tinyprompt.data.splits import ImageDataset, classnames_from_items, folder_items, make_loader, read_split_file
+from tinyprompt.data.splits import ImageDataset, make_loader
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
-from tinyprompt.methods import METHODS, load_prompt, read_prompt, read_prompt_file
+from tinyprompt.methods import load_prompt, read_prompt_file
 from tinyprompt.metrics import accuracy_of_features
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", **REQUIRED,
-                        help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
-                        "or checkpoint path")
-    add_model_config_arg(parser)
-    parser.add_argument("--data", default=None, help="image folder with one sub-folder per class, or with --split the "
-                        "image root of the split file; or use --dataset and --root")  # fmt: skip
-    parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json; evaluates its --subset")
-    parser.add_argument("--dataset", default=None, help=f"a registered dataset: {', '.join(DATASETS)} (CoOp's "
-                        f"layouts under --root); evaluates its --subset")  # fmt: skip
-    parser.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
-    parser.add_argument("--subset", default="test", choices=["train", "val", "test"],
-                        help="which part of --split or --dataset")
-    parser.add_argument("--classes", default=None, help="display names for the class folders (as `tinyprompt zeroshot "
-                        "--classes`): a comma-separated list, a file with one name per line, or 'folder<TAB>name' lines")  # fmt: skip
+    add_prompt_args(parser)
+    add_eval_data_args(parser)
     parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="images per encoder pass")
     parser.add_argument("--workers", type=int_at_least(0), default=0, help="DataLoader worker processes decoding images")
     parser.add_argument("--text-chunk", type=int_at_least(0), default=0,
@@ -64,6 +51,7 @@ def add_args(parser) -> None:
 
 def _multilabel(args, state, device) -> int:
     """mAP (global, local, merged scores: TaI-DPT's evaluation) of a TaI-DPT prompt on a multi-label test set."""
+    check_eval_data_args(args)
     if args.dataset is not None:
         if not get_dataset(args.dataset).multilabel:
             raise ValueError(f"--dataset {args.dataset} is single-label: a TaI-DPT prompt is scored with mAP on a "
@@ -73,7 +61,7 @@ def _multilabel(args, state, device) -> int:
             raise ValueError(f"{args.dataset} has no {args.subset} split: use --subset test")
     else:  # a COCO instances .json, a VOC2007 or NUS-WIDE folder, or a CSV/JSONL label list
         data, source = read_multilabel(args.data), str(args.data)
-    clip, _ = load_model(args.model, args.model_config, device)
+    clip, _ = load(args.model, device=device, config=args.model_config)
     model = load_prompt(clip, state, data.classnames, text_chunk=args.text_chunk)
     glob, local = eval_features(clip, data, clip.visual.input_resolution, args.batch_size, args.workers, device)
     result = evaluate_map(model, glob, local, data.labels, data.ignore)
@@ -88,37 +76,14 @@ def _multilabel(args, state, device) -> int:
 
 
 def run(args) -> int:
-    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
-        raise ValueError("pass either --data (a folder per class, or the image root of --split) or --dataset NAME "
-                         "with --root DATA")  # fmt: skip
-    if (args.split is not None or args.dataset is not None) and args.classes is not None:
-        raise ValueError("--classes renames class folders; with --split or --dataset the names come from the split "
-                         "files: drop --classes")  # fmt: skip
     device = resolve_device(args.device)
-    state = read_prompt_file(args.prompt)
-    if state["method"] not in METHODS and state["method"] != "ilmvp":
-        read_prompt(args.prompt)  # the one message for a file of no known method
+    state = read_prompt_file(args.prompt)  # a prompt of any method, or one line naming the file
     if state["method"] == "ship":
         raise ValueError(f"{args.prompt} is SHIP's generator: what SHIP classifies with is the CoOp prompt it trains, "
                          f"the prompt.pt in the SHIP run's --out; evaluate that one")  # fmt: skip
     if state["method"] == "taidpt":
         return _multilabel(args, state, device)
-    if args.dataset is not None:
-        if get_dataset(args.dataset).multilabel:  # top-1 accuracy of a multi-label set is undefined
-            raise ValueError(f"--dataset {args.dataset} is multi-label: a {state['method']} prompt gives single-label "
-                             f"accuracy; evaluate a TaI-DPT prompt on it (mAP)")  # fmt: skip
-        splits, classnames = load_dataset(args.dataset, args.root)
-        items = splits[args.subset]
-    elif args.split is not None:
-        splits = read_split_file(args.split, args.data)
-        items, classnames = splits[args.subset], classnames_from_items(splits["train"])
-    else:
-        items = folder_items(args.data)
-        classnames = class_names(args.classes, find_classes(args.data), args.data)
-    if not items:
-        raise ValueError(f"no images to evaluate in {args.dataset or args.split or args.data} ({args.subset}): pick "
-                         f"another subset")  # fmt: skip
-    source = f"{args.dataset} ({args.subset}) under {args.root}" if args.dataset else str(args.data)
+    items, classnames, source = eval_items(args, f"a {state['method']} prompt gives single-label accuracy")
     if state["method"] == "ilmvp":  # the prompt and mapping belong to the run's source classifier and classes
         if list(state.get("classnames") or []) != list(classnames):
             raise ValueError(f"{args.prompt} maps the classes {list(state.get('classnames') or [])[:5]}..., {source} "
@@ -131,7 +96,7 @@ def run(args) -> int:
         loader = make_loader(ImageDataset(items, transform), args.batch_size, args.workers, device=device)
         result = {"top1": ilmvp_accuracy(model, loader, device)}
     else:
-        clip, preprocess = load_model(args.model, args.model_config, device)
+        clip, preprocess = load(args.model, device=device, config=args.model_config)
         features = cached_features(clip.encode_image, items, preprocess, views=1, batch_size=args.batch_size,
                                    device=device, num_workers=args.workers)[0]  # fmt: skip
         model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)

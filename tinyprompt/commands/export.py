@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyprompt.commands.args import REQUIRED, add_model_config_arg, int_at_least, load_model, resolve_device
+from tinyprompt.commands.args import REQUIRED, add_prompt_args, int_at_least, resolve_device
 from tinyprompt.data.largelabel import read_class_list
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt, read_prompt
 
@@ -31,11 +32,7 @@ def class_embeddings(model) -> torch.Tensor:
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--prompt", **REQUIRED, help="prompt.pt (or best.pt / checkpoint.pt) written by `tinyprompt train`")
-    parser.add_argument("--model", **REQUIRED,
-                        help="the CLIP the prompt was trained with: a model name (see `tinyprompt models`) "
-                        "or checkpoint path")
-    add_model_config_arg(parser)
+    add_prompt_args(parser)
     parser.add_argument("--classes", **REQUIRED, type=Path, help="class file: one name per line, or 'id<TAB>name' lines")
     parser.add_argument("--out", **REQUIRED, type=Path, help="output .npy file: (C, E) float32, rows in file order")
     parser.add_argument("--text-chunk", type=int_at_least(0), default=256,
@@ -49,7 +46,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     state = read_prompt(args.prompt)
     classnames = read_class_list(args.classes)
-    clip, _ = load_model(args.model, args.model_config, device)
+    clip, _ = load(args.model, device=device, config=args.model_config)
     model = load_prompt(clip, state, classnames, text_chunk=args.text_chunk)
     embeddings = class_embeddings(model).numpy()  # (C, E)
     with atomic_write(args.out, "wb") as f:

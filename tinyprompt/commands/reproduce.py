@@ -28,13 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tinyprompt.commands.args import add_model_config_arg, int_at_least, load_model, resolve_device
+from tinyprompt.commands.args import add_model_config_arg, int_at_least, resolve_device
 from tinyprompt.commands.recipes import coop, ilmvp, ship, taidpt
 from tinyprompt.data.datasets import DATASETS, get_dataset
 from tinyprompt.data.datasets import load as load_dataset
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.splits import Item
 from tinyprompt.data.synthetic_tasks import BENCHMARK_LAYOUTS, write_benchmark_root
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.metrics import accuracy, mean_average_precision
@@ -170,7 +171,7 @@ def _evaluate(evaluation, data: _Data, prompt) -> dict:
     with torch.no_grad():
         if prompt is None:
             name = get_dataset(evaluation.dataset).official_name
-            templates = get_templates(name if name.lower() in {k.lower() for k in CUSTOM_TEMPLATES} else "single")
+            templates = get_templates(name if name in CUSTOM_TEMPLATES else "single")
             classifier = zeroshot_classifier(data.clip, classnames, templates)  # (C, E)
             logits = F.normalize(features, dim=-1) @ classifier.t()  # (N, C)
         else:
@@ -263,7 +264,7 @@ def run(args) -> int:
         _train(args, r, folder[r], settings)
 
     device = resolve_device(args.device)
-    clip, preprocess = load_model(args.model, args.model_config, device)
+    clip, preprocess = load(args.model, device=device, config=args.model_config)
     data = _Data(args.root, clip, preprocess, dict(batch_size=args.batch_size, device=device, num_workers=args.workers))
     written = []
     for protocol, evals in grid.items():

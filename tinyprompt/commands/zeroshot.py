@@ -12,11 +12,10 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from tinyprompt.commands.args import REQUIRED, add_model_config_arg, class_names, load_model, resolve_device
-from tinyprompt.data.datasets import DATASETS, get_dataset
-from tinyprompt.data.datasets import load as load_dataset
-from tinyprompt.data.folder import ImageFolder
-from tinyprompt.data.splits import ImageDataset, classnames_from_items, read_split_file
+from tinyprompt.commands.args import (REQUIRED, add_eval_data_args, add_model_config_arg, check_eval_data_args,
+                                      eval_items, resolve_device)
+from tinyprompt.data.splits import ImageDataset
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.templates import get_templates
 from tinyprompt.zeroshot import zeroshot_classifier, zeroshot_logits
@@ -27,20 +26,7 @@ _FORMATS = (".csv", ".jsonl")  # --predictions file types, chosen by suffix
 def add_args(parser) -> None:
     parser.add_argument("--model", **REQUIRED, help="model name (see `tinyprompt models`) or checkpoint path")
     add_model_config_arg(parser)
-    parser.add_argument("--data", default=None, help="image folder with one sub-folder per class (sorted = label "
-                        "order); or use --dataset and --root")  # fmt: skip
-    parser.add_argument("--split", default=None, help="a CoOp split_zhou_*.json with paths under --data; evaluates "
-                        "its --subset")  # fmt: skip
-    parser.add_argument("--dataset", default=None, help=f"a registered dataset, evaluated on its --subset: "
-                        f"{', '.join(DATASETS)} (CoOp's layouts under --root)")  # fmt: skip
-    parser.add_argument("--root", default=None, help="the data root holding --dataset's folder (CoOp's DATASET.ROOT)")
-    parser.add_argument("--subset", default="test", choices=["train", "val", "test"],
-                        help="which part of --split or --dataset")
-    parser.add_argument(
-        "--classes", default=None,
-        help="display names for the class folders (None: the folder names): a comma-separated list or a file "
-        "with one name per line (both in sorted folder order), or a file of 'folder<TAB>name' lines",
-    )
+    add_eval_data_args(parser)
     parser.add_argument(
         "--templates", default="ensemble7",
         help="'single', 'ensemble7', 'imagenet80', a dataset name (e.g. OxfordPets), several joined with '+', "
@@ -73,34 +59,17 @@ def run(args) -> int:
         raise ValueError(f"--predictions {args.predictions}: use a file name ending in .csv or .jsonl")
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
-    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
-        raise ValueError("pass either --data FOLDER (one sub-folder per class) or --dataset NAME with --root DATA")
-    if (args.dataset is not None or args.split is not None) and args.classes is not None:
-        raise ValueError("--classes renames class folders; a --dataset or --split names its own classes: drop --classes")
-    if args.split is not None and args.data is None:
-        raise ValueError("--split needs --data, the folder its image paths start from")
     templates = get_templates(args.templates)
     device = resolve_device(args.device)
-    if args.dataset is not None or args.split is not None:  # checked before the model loads: a bad root fails at once
-        if args.dataset is not None:
-            if get_dataset(args.dataset).multilabel:
-                raise ValueError(f"--dataset {args.dataset} is multi-label: score it with mAP (TaI-DPT: tinyprompt "
-                                 f"train taidpt --eval-data ...), not top-1 accuracy")  # fmt: skip
-            splits, classnames = load_dataset(args.dataset, args.root)
-            source = f"{args.dataset} ({args.subset} split) under {args.root}"
-        else:
-            splits = read_split_file(args.split, args.data)
-            classnames, source = classnames_from_items(splits["train"]), f"{args.split} ({args.subset} split)"
-        samples = splits[args.subset]
-        if not samples:
-            raise ValueError(f"{source} holds no images: pick another --subset")
-    model, preprocess = load_model(args.model, args.model_config, device)
-    if args.dataset is not None or args.split is not None:
-        dataset = ImageDataset(samples, transform=preprocess)
-    else:
-        dataset = ImageFolder(args.data, transform=preprocess)
-        samples, source = dataset.samples, args.data
-        classnames = class_names(args.classes, dataset.classes, args.data)
+    what = "zero-shot CLIP gives single-label accuracy"
+    check_eval_data_args(args)
+    registered = args.dataset is not None or args.split is not None  # a bad root or split file fails before the model
+    if registered:
+        samples, classnames, source = eval_items(args, what)
+    model, preprocess = load(args.model, device=device, config=args.model_config)
+    if not registered:  # an image folder is read once the model name is known good
+        samples, classnames, source = eval_items(args, what)
+    dataset = ImageDataset(samples, transform=preprocess)
     classifier = zeroshot_classifier(model, classnames, templates, batch_size=args.batch_size)  # (C, E)
 
     k = min(5, len(classnames))

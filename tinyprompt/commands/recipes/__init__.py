@@ -9,9 +9,9 @@ import argparse
 import os
 from pathlib import Path
 
-from tinyprompt.commands.args import REQUIRED, add_model_config_arg, int_at_least, non_negative_float, positive_float
-from tinyprompt.data.datasets import DATASETS, get_dataset
-from tinyprompt.data.datasets import load as load_dataset
+from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, int_at_least, non_negative_float, positive_float,
+                                      single_label_dataset)
+from tinyprompt.data.datasets import DATASETS
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
 from tinyprompt.engine import PRECISIONS, TrainConfig, check_out_dir
@@ -119,10 +119,8 @@ def load_run_data(args) -> tuple[dict, list, Path]:
         return (*load_splits(args.data, args.split), Path(args.data))
     if args.split is not None:
         raise ValueError(f"--split is for --data; --dataset {args.dataset} reads its own split file: drop --split")
-    if get_dataset(args.dataset).multilabel:
-        raise ValueError(f"--dataset {args.dataset} is multi-label: this recipe trains single-label classification "
-                         f"(TaI-DPT evaluates on multi-label sets)")  # fmt: skip
-    return (*load_dataset(args.dataset, args.root), Path(args.root))
+    what = "this recipe trains single-label classification"
+    return (*single_label_dataset(args.dataset, args.root, what), Path(args.root))
 
 
 def load_splits(data, split=None) -> tuple[dict, list]:

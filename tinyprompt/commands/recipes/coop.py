@@ -22,13 +22,14 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import REQUIRED, int_at_least, load_model, resolve_device
+from tinyprompt.commands.args import REQUIRED, int_at_least, resolve_device
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, add_split_args, item_list, load_run_data, prepare_out,
                                          text_chunk_arg, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import ImageDataset, few_shot_splits
 from tinyprompt.engine import is_main_process, train
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods import load_prompt, read_prompt
 from tinyprompt.methods.coop import LOSSES, CoOp, CoOpConfig
@@ -136,7 +137,7 @@ def run(args) -> int:
         # a resume from another starting context is refused
         fingerprint["init_prompt"] = hashlib.sha256(init["ctx"].float().numpy().tobytes()).hexdigest()
     torch.manual_seed(args.seed)  # the context init
-    clip, preprocess = load_model(args.model, args.model_config, device)
+    clip, preprocess = load(args.model, device=device, config=args.model_config)
     n_px = clip.visual.input_resolution
     prompt = init["config"] if init is not None else dict(n_ctx=args.n_ctx, ctx_init=args.ctx_init, csc=args.csc,
                                                           class_token_position=args.class_token_position)  # fmt: skip

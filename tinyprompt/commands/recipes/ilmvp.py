@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, finite_float, int_at_least, load_model,
+from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, finite_float, int_at_least,
                                       positive_float, resolve_device)
 from tinyprompt.commands.recipes import (FLAGS, add_compile_arg, add_precision_arg, add_run_args, add_split_args,
                                          item_list, load_run_data, prepare_out, train_config)
 from tinyprompt.data.splits import ImageDataset, few_shot, make_loader
 from tinyprompt.engine import is_main_process, train
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_write
 from tinyprompt.methods.ilmvp import (ILMVP, IMAGENET_MEAN, IMAGENET_STD, MAPPINGS, AdditivePrompt, ILMVPConfig,
                                       PaddingPrompt, clip_text_source, load_classifier)
@@ -94,7 +95,7 @@ def build_model(args, classnames, device):
     """(ILMVP model, image transform, source kind) for --source; the prompt's size flags are checked first."""
     config = ILMVPConfig(mapping=args.mapping, interval=args.mapping_interval, seed=args.seed)
     if args.source.startswith("clip:"):
-        clip, preprocess = load_model(args.source[len("clip:"):], args.model_config, device)
+        clip, preprocess = load(args.source[len("clip:"):], device=device, config=args.model_config)
         size = clip.visual.input_resolution  # CLIP's preprocessing sets the image size, not --image-size
         if 2 * args.pad > size:  # the frame is --pad pixels wide on each side of the input
             raise ValueError(f"--pad {args.pad} does not fit the {size}x{size} input of {args.source}: a frame of "

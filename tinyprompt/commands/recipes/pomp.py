@@ -24,12 +24,13 @@ import argparse
 
 import torch
 
-from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, load_model, resolve_device
+from tinyprompt.commands.args import REQUIRED, finite_float, int_at_least, resolve_device
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, item_list, prepare_out, text_chunk_arg, train_config)
 from tinyprompt.data.features import cached_features
 from tinyprompt.data.largelabel import ViewsDataset, large_label_items
 from tinyprompt.engine import is_main_process, train
+from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import AUTO, POSITIONS
 from tinyprompt.transforms import train_transform
@@ -106,7 +107,7 @@ def run(args) -> int:
         raise ValueError(f"--k {args.k} needs at least {args.k - 1} classes, {args.data} has {len(classnames)}: "
                          f"lower --k (--k {len(classnames) + 1} samples every class each step)")
     torch.manual_seed(args.seed)  # the context init
-    clip, _ = load_model(args.model, args.model_config, device)
+    clip, _ = load(args.model, device=device, config=args.model_config)
     config = POMPConfig(n_ctx=args.n_ctx, ctx_init=args.ctx_init, class_token_position=args.class_token_position,
                         k=args.k, margin=args.margin, sampler=args.sampler, sampler_seed=args.seed,
                         text_chunk=args.text_chunk, checkpoint=False if args.no_checkpoint_text else AUTO)  # fmt: skip

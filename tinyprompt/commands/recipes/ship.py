@@ -34,13 +34,14 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import REQUIRED, int_at_least, load_model, positive_float, resolve_device
+from tinyprompt.commands.args import REQUIRED, int_at_least, positive_float, resolve_device
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_precision_arg,
                                          add_run_args, add_split_args, item_list, load_run_data, load_splits,
                                          prepare_out, text_chunk_arg, train_config)
 from tinyprompt.data.features import FeatureDataset, cached_features
 from tinyprompt.data.splits import few_shot, few_shot_splits
 from tinyprompt.engine import distributed_info, train
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write
 from tinyprompt.methods.coop import CoOp, CoOpConfig
 from tinyprompt.methods.ship import (
@@ -150,7 +151,7 @@ def run(args) -> int:
                    "train_items": item_list(base["train"], root),
                    "base_val_items": item_list(base["val"], root), "new_val_items": item_list(new["val"], new_root),
                    "shots": args.shots, "seed": args.seed, "views": args.views}  # fmt: skip
-    clip, preprocess = load_model(args.model, args.model_config, device)
+    clip, preprocess = load(args.model, device=device, config=args.model_config)
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
     augment = train_transform(clip.visual.input_resolution, scale=settings["crop_scale"])
     views = _features(clip, base["train"], augment, encode, args.views, args.seed)  # (V, N, E)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tinyprompt.commands.args import (REQUIRED, int_at_least, load_model, non_negative_float, positive_float,
+from tinyprompt.commands.args import (REQUIRED, int_at_least, non_negative_float, positive_float,
                                       resolve_device)
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, prepare_out, text_chunk_arg, train_config)
@@ -36,6 +36,7 @@ from tinyprompt.data.features import cached_features, module_fingerprint
 from tinyprompt.data.multilabel import read_multilabel
 from tinyprompt.data.splits import Item
 from tinyprompt.engine import is_main_process, train
+from tinyprompt.hub import load
 from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
 from tinyprompt.metrics import mean_average_precision
@@ -205,7 +206,7 @@ def run(args) -> int:
         with atomic_write(args.out / "caption_report.txt", "w") as f:
             f.write(report.format() + "\n")
     torch.manual_seed(args.seed)  # the context init
-    clip, _ = load_model(args.model, args.model_config, device)
+    clip, _ = load(args.model, device=device, config=args.model_config)
     dtype = getattr(torch, args.feature_dtype)
     # captions longer than CLIP's 77 tokens (Localized Narratives) are cut, keeping the EOT
     train_feats = cached_caption_features(clip, tokenize_for(clip, texts, truncate=True), args.encode_batch_size, dtype).to(device)
