@@ -205,6 +205,9 @@ def test_taidpt_learns_from_captions_and_reports_map_on_the_registry_test_set(tm
     assert "| method | voc2007 | average |" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="caption corpus .*missing.json does not exist: pass --captions"):
         main([*args[:6], "--captions", str(tmp_path / "missing.json"), "--datasets", "voc2007", "--out", str(tmp_path / "o")])
+    # without --captions: the corpus every official TaI-DPT dataset reads, DATAROOT/COCO/annotations/captions_train2017.json
+    with pytest.raises(FileNotFoundError, match=r"caption corpus .*COCO/annotations/captions_train2017\.json does not"):
+        main([*args[:6], "--datasets", "voc2007", "--out", str(tmp_path / "o2")])
 
 
 def test_ilmvp_reports_each_sources_accuracy_per_target(root, tmp_path):

@@ -63,7 +63,9 @@ METHODS = {
     "ilmvp": Method(ilmvp, ("visual_prompting",), lambda metrics: metrics["test"]["top1"]),
 }
 CLASS_LISTS = {"voc2007": "voc2007", "coco2014": "coco", "nuswide": "nuswide"}  # TaI-DPT's class list per test set
-CAPTIONS = "COCO/annotations/captions_train2014.json"  # TaI-DPT's caption corpus under --root (MS-COCO 2014)
+# TaI-DPT's caption corpus under --root: the official datasets/{voc2007,coco2014,nuswide}_distill.py all read
+# DATAROOT/COCO/annotations/captions_train2017.json (MS-COCO's 2017 train captions, for every test set)
+CAPTIONS = "COCO/annotations/captions_train2017.json"
 # --quick: a grid small enough for CI on 2 CPU cores (a smoke test of the whole path, not the papers' numbers)
 QUICK = {"shots": (1, 2), "seeds": (1, 2),
          "train_args": {"coop": "--epochs 2 --views 2", "pomp": "--epochs 2 --views 2", "taidpt": "--epochs 2",
