@@ -114,6 +114,28 @@ def test_resume_after_interruption_is_bit_exact(world, tmp_path, monkeypatch):
     assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]
 
 
+def test_images_are_normalised_as_the_checkpoint_was_trained(world, tmp_path, monkeypatch):
+    """A checkpoint trained on other image statistics (an open_clip tag's "preprocess"; here given to hub.load for the
+    file): the cached train views and the val/test features are made with them, never with OpenAI's."""
+    from tinyprompt import hub
+    from tinyprompt.commands.recipes import coop
+    from tinyprompt.transforms import Preprocessing
+
+    own = Preprocessing((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
+    monkeypatch.setattr(coop, "load", lambda *args, **kwargs: hub.load(*args, **kwargs, preprocessing=own))
+    transforms = []
+
+    def recording(encoder, items, transform, *args, **kwargs):
+        transforms.append(transform)
+        return cached_features(encoder, items, transform, *args, **kwargs)
+
+    cached_features = coop.cached_features
+    monkeypatch.setattr(coop, "cached_features", recording)
+    assert main(train_args(world, tmp_path / "run", "--epochs", "1")) == 0
+    assert len(transforms) == 3 and all(t.preprocessing == own for t in transforms)  # train views, val, test
+    assert type(transforms[0]).__name__ == "TrainTransform"
+
+
 def test_reencode_and_folder_layout(world, tmp_path):
     """The official per-step augmentation path, on train/ val/ test/ folders instead of a split file."""
     model, root, _ = world

@@ -25,7 +25,8 @@ from tinyprompt.clip import CLIP, QuickGELU
 from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.clip_config import CLIPConfig
 from tinyprompt.commands.cli import main
-from tinyprompt.transforms import ClipPreprocess
+from tinyprompt.transforms import (OPENAI_PREPROCESSING, ClipPreprocess, Preprocessing, clip_preprocess,
+                                  model_preprocessing)
 
 TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
         "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2}}  # fmt: skip
@@ -246,6 +247,33 @@ def test_load_path_with_config(tiny_arch, checkpoint_bytes, weights, tmp_path, m
     assert_same_model(model, build_model(weights, TINY))
 
 
+SQUASH_HALF = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize_mode": "squash"}  # not OpenAI's
+
+
+def test_a_tag_with_its_own_preprocessing_carries_it(served, tiny_arch, checkpoint_bytes, tmp_path, monkeypatch):
+    """A tag trained on other image statistics / resizing (open_clip's pretrained config, the manifest's "preprocess")
+    gives its model and preprocess those, by name and as a path's config; OpenAI's otherwise."""
+    monkeypatch.setitem(hub._open_clip()["models"][NAME], "preprocess", SQUASH_HALF)
+    own = Preprocessing((0.5,) * 3, (0.5,) * 3, "squash")
+    assert hub.open_clip_preprocessing(NAME) == own
+    model, preprocess = hub.load(NAME, download_root=tmp_path / "weights")
+    assert model.preprocessing == own == model_preprocessing(model) and preprocess == ClipPreprocess(32, own)
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    path.write_bytes(checkpoint_bytes)
+    model, preprocess = hub.load(path, config=NAME)  # the tag named as the file's config
+    assert model.preprocessing == own and preprocess == ClipPreprocess(32, own)
+    for config in (ARCH, TINY):  # an architecture says nothing about images: OpenAI's, as open_clip's default
+        model, preprocess = hub.load(path, config=config)
+        assert model.preprocessing == OPENAI_PREPROCESSING and preprocess == ClipPreprocess(32)
+    mine = Preprocessing((0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
+    model, preprocess = hub.load(path, config=ARCH, preprocessing=mine)  # the user's word for an unknown file
+    assert model.preprocessing == mine and preprocess == ClipPreprocess(32, mine)
+    with pytest.raises(ValueError, match=f"preprocessing= is for checkpoint paths: '{NAME}' is a model name"):
+        hub.load(NAME, preprocessing=mine)
+    with pytest.raises(TypeError, match="preprocessing must be a tinyprompt.transforms.Preprocessing"):
+        hub.load(path, config=ARCH, preprocessing={"mean": (0.5,) * 3})
+
+
 def test_load_path_with_a_wrong_or_unknown_config(tiny_arch, checkpoint_bytes, tmp_path):
     path = tmp_path / "open_clip_pytorch_model.bin"
     path.write_bytes(checkpoint_bytes)
@@ -308,6 +336,12 @@ def test_committed_manifest():
             assert e["url"] == f"https://huggingface.co/{repo}/resolve/main/{filename}" and filename.endswith(".bin")
             assert 1e8 < e["approx_size_bytes"] < 1.1e10
         assert sources.setdefault(e["file"], e["url"]) == e["url"]  # a shared file is one download
+        if "preprocess" in e:  # stated only where it is not OpenAI's
+            assert set(e["preprocess"]) == {"mean", "std", "resize_mode"}
+            assert Preprocessing(**e["preprocess"]) != OPENAI_PREPROCESSING
+    assert hub.open_clip_preprocessing("ViT-L-14/laion2b_s32b_b82k") == Preprocessing((0.5,) * 3, (0.5,) * 3)
+    assert hub.open_clip_preprocessing("ViT-H-14/dfn5b").resize_mode == "squash"
+    assert hub.open_clip_preprocessing("ViT-B-32/laion2b_s34b_b79k") == OPENAI_PREPROCESSING
     assert hub.manifest_entry("ViT-B-32/laion2b_s34b_b79k")["url"] == (
         "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_pytorch_model.bin")
 
@@ -349,15 +383,40 @@ def test_committed_manifest_agrees_with_open_clip(open_clip):
             repo, filename = os.path.split(cfg["hf_hub"])
             assert e["url"] == f"https://huggingface.co/{repo}/resolve/main/{filename or HF_WEIGHTS_NAME}"
             assert not cfg["url"].startswith(OPENAI_URL)  # the archive with a known sha256 is preferred where it exists
-    # every pair open_clip lists whose towers tinyprompt builds and whose preprocessing is OpenAI's is there
-    openai_preprocess = (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, "bicubic", "shortest")
-    want = []
+    # every pair open_clip lists whose towers tinyprompt builds is there, with its preprocessing where not OpenAI's
+    openai_preprocess = (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, "shortest")
+    want, stated = [], {e["name"]: e.get("preprocess") for e in table["models"]}
     for arch, tag in open_clip.list_pretrained():
         cfg = open_clip.get_pretrained_cfg(arch, tag)
         try:
             CLIPConfig.from_open_clip(open_clip.get_model_config(arch))
         except ValueError:
             continue
-        if (tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], cfg["resize_mode"]) == openai_preprocess:
-            want.append(f"{arch}/{tag}")
+        want.append(f"{arch}/{tag}")
+        assert cfg["interpolation"] == "bicubic", want[-1]  # the one interpolation the transforms implement
+        trained = (tuple(cfg["mean"]), tuple(cfg["std"]), cfg["resize_mode"])
+        if trained == openai_preprocess:
+            assert stated.get(want[-1]) is None, want[-1]
+        else:
+            assert stated.get(want[-1]) == {"mean": list(trained[0]), "std": list(trained[1]),
+                                            "resize_mode": trained[2]}, want[-1]  # fmt: skip
     assert [e["name"] for e in table["models"]] == want
+
+
+def test_preprocess_equals_open_clips_for_every_tag_with_its_own(open_clip):
+    """The evaluation transform of each tag whose preprocessing is not OpenAI's equals open_clip's image_transform
+    for it, bit for bit (the same Pillow resize, crop and normalisation)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for name in [e["name"] for e in committed()[1]["models"] if "preprocess" in e]:
+        arch, tag = name.split("/")
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        n_px = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
+        want = open_clip.image_transform(n_px, is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                         interpolation=cfg["interpolation"], resize_mode=cfg["resize_mode"])
+        ours = clip_preprocess(n_px, hub.open_clip_preprocessing(name))
+        for height, width in ((300, 451), (n_px, n_px), (97, 64)):
+            pixels = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)
+            image = Image.fromarray(pixels.numpy())
+            assert torch.equal(ours(image), want(image)), (name, height, width)

@@ -43,7 +43,8 @@ print(before, [m for m in {HEAVY!r} if m in sys.modules])
 def test_public_surface():
     assert {"available_models", "load", "build_model", "tokenize"} <= set(tinyprompt.__all__)
     signatures = {
-        tinyprompt.load: "(name_or_path, device='cpu', download_root=None, config=None)",
+        tinyprompt.load: "(name_or_path, device='cpu', download_root=None, config=None, "
+                         "preprocessing: tinyprompt.transforms.Preprocessing | None = None)",
         SimpleTokenizer: "(bpe_path=None)",
         CLIP.encode_text_embeddings: "(self, embeddings, eot_index)",
         CLIP.encode_image_dense: "(self, images, positional_embedding: bool = True)",

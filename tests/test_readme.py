@@ -9,15 +9,18 @@ import torch.nn.functional as F
 
 from golden import REPO
 from tinyprompt.commands.cli import build_parser
+from tinyprompt.hub import builtin_file
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 # The only edits that make the snippets run offline: the built-in model for a downloaded one ...
-OFFLINE = {'"ViT-B/16"': '"synthetic"'}
+OFFLINE = {'"ViT-B/16"': '"synthetic"', '"ViT-B-32/laion2b_s34b_b79k"': '"synthetic"'}
 # ... and the names they leave to the reader, as tiny values for that model (32 x 32 images)
 PLACEHOLDERS = {
     "images": torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
     "labels": torch.tensor([0, 1]),
     "imagenet_a_classes": ["cat", "dog", "bird"],
+    "checkpoint": str(builtin_file("synthetic")),  # a state dict on disk ...
+    "architecture": "openai",  # ... and its layout, as open_clip's architecture names say it for their files
 }
 
 
@@ -65,6 +68,7 @@ def test_every_python_snippet_in_the_readme_runs(block, tmp_path, monkeypatch):
     names = dict(PLACEHOLDERS)
     exec(compile(block, "README.md", "exec"), names)
     model = names["model"]
+    size = model.visual.input_resolution
     # what the comments claim, checked wherever the snippet defines the name
     checks = {
         "tokens": lambda t: t.shape == (2, model.context_length),
@@ -75,6 +79,8 @@ def test_every_python_snippet_in_the_readme_runs(block, tmp_path, monkeypatch):
         "loss": lambda loss: torch.allclose(loss, F.cross_entropy(names["logits"], names["labels"])),
         "coop_a": lambda coop_a: torch.equal(coop_a.ctx, names["coop"].ctx) and coop_a.prompts.n_cls == 3,
         "coop_b": lambda coop_b: type(coop_b).__name__ == "CoOp" and torch.equal(coop_b.ctx, names["coop"].ctx),
+        "preprocess": lambda p: tuple(p(torch.zeros(3, 9, 7, dtype=torch.uint8)).shape) == (3, size, size),
+        "model_b": lambda m: all(torch.equal(m.state_dict()[k], v) for k, v in model.state_dict().items()),
     }
     checked = [name for name in checks if name in names]
     assert checked, "the snippet defines none of the names this test checks: extend `checks`"

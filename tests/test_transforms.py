@@ -199,3 +199,52 @@ def test_train_transform_validates():
         T.train_transform(32, scale=(0.5, 0.1))
     with pytest.raises(ValueError, match="ratio must satisfy"):
         T.TrainTransform(32, ratio=(0.0, 1.0))
+
+
+# ---- a checkpoint's own preprocessing (open_clip tags trained on other statistics / squash resizing) ------------
+
+HALF = T.Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+SQUASH = T.Preprocessing(resize_mode="squash")
+
+
+def test_preprocessing_validates_and_defaults_to_openais():
+    assert T.Preprocessing() == T.OPENAI_PREPROCESSING == T.Preprocessing(list(T.CLIP_MEAN), list(T.CLIP_STD))
+    assert T.model_preprocessing(torch.nn.Linear(1, 1)) == T.OPENAI_PREPROCESSING  # a model that states none
+    with pytest.raises(ValueError, match="mean must be 3 finite numbers"):
+        T.Preprocessing((0.5, 0.5))
+    with pytest.raises(ValueError, match="std must be 3 positive numbers"):
+        T.Preprocessing(std=(0.5, 0.0, 0.5))
+    with pytest.raises(ValueError, match="resize_mode 'longest' is not supported: one of \\('shortest', 'squash'\\)"):
+        T.Preprocessing(resize_mode="longest")
+
+
+def test_normalisation_follows_the_statistics():
+    grey = Image.new("RGB", (40, 30), (128, 64, 200))
+    values = (torch.tensor([128, 64, 200]) / 255.0)[:, None, None]
+    # the same ops in the same order as torchvision's Normalize: (x - mean) / std, exact
+    assert torch.equal(T.clip_preprocess(16, HALF)(grey), ((values - 0.5) / 0.5).expand(3, 16, 16))
+    train = T.train_transform(16, preprocessing=HALF)(grey, generator=0)
+    assert torch.equal(train, ((values - 0.5) / 0.5).expand(3, 16, 16))
+    pixels = _rgb_tensor(grey)
+    assert torch.equal(T.preprocess_tensor(pixels, 16, HALF), T.clip_preprocess(16, HALF)(grey))
+
+
+@pytest.mark.parametrize("size", [(61, 47), (40, 90), (32, 32), (20, 13), (7, 100)])
+def test_squash_resizes_both_sides_without_a_crop(size):
+    """squash: Pillow's bicubic resize of the whole image to n_px x n_px (no centre crop); the tensor path equals the
+    PIL path bit for bit (the same fixed-point sums), whichever axis grows or shrinks."""
+    image = _random_rgb(3, *size)
+    out = T.clip_preprocess(32, SQUASH)(image)
+    want = T.clip_preprocess(32)(image.resize((32, 32), Image.Resampling.BICUBIC))  # already 32 x 32: no crop
+    assert torch.equal(out, want)
+    assert torch.equal(T.preprocess_tensor(_rgb_tensor(image), 32, SQUASH), out)
+
+
+def test_repr_names_the_preprocessing_only_where_it_is_not_openais():
+    """The repr is the feature cache's key for a transform: OpenAI's reads as before, another names its statistics."""
+    assert repr(T.clip_preprocess(224, T.Preprocessing())) == "ClipPreprocess(n_px=224)"
+    assert repr(T.clip_preprocess(224, HALF)) == (
+        "ClipPreprocess(n_px=224, preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), "
+        "resize_mode='shortest'))")  # fmt: skip
+    assert "preprocessing=Preprocessing(" in repr(T.train_transform(32, preprocessing=SQUASH))
+    assert pickle.loads(pickle.dumps(T.clip_preprocess(32, HALF))) == T.clip_preprocess(32, HALF)

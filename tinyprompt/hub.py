@@ -20,7 +20,10 @@ verification: most are files on Hugging Face, whose sha256 open_clip's table doe
 digest is the one the server states in the `X-Linked-Etag` header of its answer to a HEAD request (what
 huggingface_hub verifies against), recorded beside the verified file as `<file>.sha256` for later loads. A server
 that states no sha256 gets its file refused, and a file on disk that nothing verifies is not used: tinyprompt never
-loads a named checkpoint it could not verify (a path is the user's own file, loaded as it is).
+loads a named checkpoint it could not verify (a path is the user's own file, loaded as it is). A tag whose images
+were normalised or resized otherwise than OpenAI's (open_clip's pretrained config: ViT-L-14/laion2b_s32b_b82k,
+mean = std = 0.5; the DFN5B ViT-H-14 tags, "squash" resizing) carries that as "preprocess" in the manifest: its
+model's `preprocessing` and the returned preprocess follow it, as do the recipes' image transforms.
 
 Built-in models ship inside the package and are never downloaded: "synthetic", the tiny CLIP pre-trained
 on tinyprompt's synthetic world (`tinyprompt.commands.pretrain_synthetic`), described by `weights/synthetic.json`
@@ -49,10 +52,10 @@ import torch
 from tinyprompt.clip_checkpoint import build_model
 from tinyprompt.io import atomic_write, cache_dir, download, offline, sha256_file
 from tinyprompt.tokenizer import get_tokenizer
-from tinyprompt.transforms import clip_preprocess, preprocess_tensor
+from tinyprompt.transforms import OPENAI_PREPROCESSING, Preprocessing, clip_preprocess, preprocess_tensor
 
 __all__ = ["available_models", "load", "checkpoint_file", "cached_checkpoint", "builtin_file", "builtin_record",
-           "manifest_entry", "open_clip_config", "BUILTIN_MODELS"]
+           "manifest_entry", "open_clip_config", "open_clip_preprocessing", "BUILTIN_MODELS"]
 
 BUILTIN_MODELS = ("synthetic",)  # shipped in tinyprompt/weights as <name>.json + its files
 
@@ -108,6 +111,14 @@ def open_clip_config(name: str) -> dict:
     raise ValueError(f"unknown open_clip architecture {name!r}: config takes one of {list(table['configs'])}, a "
                      f"pretrained tag such as 'ViT-B-32/laion2b_s34b_b79k', 'openai', or open_clip's model config "
                      f"dict (open_clip.get_model_config(name))")
+
+
+def open_clip_preprocessing(name: str) -> Preprocessing:
+    """The image preprocessing open_clip's pretrained tag `name` was trained with (its manifest "preprocess": mean,
+    std, resize mode), OpenAI's for a tag that states none and for anything that is not a tag (an architecture's
+    model config says nothing about images: open_clip then uses OpenAI's too)."""
+    spec = _open_clip()["models"].get(name, {}).get("preprocess")
+    return Preprocessing(**spec) if spec else OPENAI_PREPROCESSING
 
 
 def _unknown(name: str) -> ValueError:
@@ -309,7 +320,7 @@ def _read_checkpoint(path: Path):
     return state
 
 
-def load(name_or_path, device="cpu", download_root=None, config=None):
+def load(name_or_path, device="cpu", download_root=None, config=None, preprocessing: Preprocessing | None = None):
     """(model, preprocess) for a model name from `available_models(open_clip=True)` (OpenAI's, then open_clip's
     pretrained tags), a built-in name ("synthetic"), or a checkpoint path.
 
@@ -320,13 +331,22 @@ def load(name_or_path, device="cpu", download_root=None, config=None):
     `config` is for a path, as `build_model`'s: open_clip's model config dict or .json file, the name of an
     architecture or pretrained tag of the open_clip manifest ("ViT-B-32", `open_clip_config`), or "openai". Without one, a file
     that is not a released OpenAI archive loads with OpenAI's activation and head width and a warning.
+    `model.preprocessing` (`tinyprompt.transforms.Preprocessing`) is the image normalisation and resize mode the
+    weights were trained with: a tag's own (by name, or a path with config= the tag), else OpenAI's; `preprocess`
+    applies it. `preprocessing` sets it for a path whose tag the manifest does not know.
     """
     key = os.fspath(name_or_path)
     tag = key in _open_clip()["models"]
     named = key in BUILTIN_MODELS or key in _manifest() or tag
-    if named and config is not None:
-        raise ValueError(f"config={str(config)[:40]!r} is for checkpoint paths: {key!r} is a model name, which "
-                         f"knows its own config")
+    if named and (config is not None or preprocessing is not None):
+        given = f"config={str(config)[:40]!r}" if config is not None else "preprocessing="
+        raise ValueError(f"{given} is for checkpoint paths: {key!r} is a model name, which knows its own "
+                         f"{given.partition('=')[0]}")
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"preprocessing must be a tinyprompt.transforms.Preprocessing(mean, std, resize_mode), got "
+                        f"{type(preprocessing).__name__}")
+    if preprocessing is None:  # a tag's own (by name, or named as a path's config), else OpenAI's
+        preprocessing = open_clip_preprocessing(key if tag else config if isinstance(config, str) else "")
     if isinstance(config, str) and config != "openai":
         config = open_clip_config(config)  # an unknown name fails here, before a large file is read
     builtin = key if key in BUILTIN_MODELS else None
@@ -352,7 +372,8 @@ def load(name_or_path, device="cpu", download_root=None, config=None):
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: {e}") from e
     model = model.to(device)
+    model.preprocessing = preprocessing
     if builtin:  # its own vocabulary: everything tokenizes through `tokenizer.model_tokenizer(model)`
         model.tokenizer = get_tokenizer(builtin_file(builtin, "bpe"))
     n_px = model.visual.input_resolution
-    return model, AnyImagePreprocess(n_px) if builtin else clip_preprocess(n_px)
+    return model, AnyImagePreprocess(n_px) if builtin else clip_preprocess(n_px, preprocessing)

@@ -19,20 +19,64 @@ mean: P 198 / 63, RGBA 255 / 29, LA 255 / 2.8, CMYK 15 / 0.9); convert such imag
 `train_transform` is the augmentation CoOp-style methods train with: torchvision's
 RandomResizedCrop sampling rule, bicubic, random horizontal flip; each call can take a seed or a
 `torch.Generator`, so an augmented view can be reproduced.
+
+Every transform normalises with OpenAI's statistics unless given a `Preprocessing`: the mean, std and resize mode
+a checkpoint was trained with. Most open_clip checkpoints use OpenAI's; a few do not (open_clip's pretrained
+table: ViT-L-14/laion2b_s32b_b82k normalises with mean = std = 0.5; the DFN5B ViT-H-14 models "squash" the image:
+bicubic resize of both sides to n, no crop), and their features are only right with their own. `tinyprompt.load`
+sets `model.preprocessing` from the checkpoint's name; `model_preprocessing(model)` reads it (OpenAI's when unset).
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "clip_preprocess", "preprocess_tensor", "train_transform",
+    "CLIP_MEAN", "CLIP_STD", "Preprocessing", "OPENAI_PREPROCESSING", "RESIZE_MODES", "model_preprocessing",
+    "clip_preprocess", "preprocess_tensor", "train_transform",
     "ClipPreprocess", "TrainTransform", "resize_shape", "center_crop_offsets",
 ]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images: 32 - 8 - 2 bits
+# how the image reaches n_px x n_px: "shortest" (OpenAI's: the short side to n_px, then the centre crop) or
+# "squash" (both sides to n_px, the aspect ratio not kept: open_clip's resize_mode "squash")
+RESIZE_MODES = ("shortest", "squash")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The image statistics and resize mode a checkpoint was trained with (open_clip's pretrained config: mean, std,
+    resize_mode; its interpolation is bicubic for every checkpoint tinyprompt builds). Default: OpenAI's."""
+
+    mean: tuple = CLIP_MEAN
+    std: tuple = CLIP_STD
+    resize_mode: str = "shortest"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or not all(math.isfinite(v) for v in self.mean):
+            raise ValueError(f"Preprocessing mean must be 3 finite numbers (R, G, B), got {self.mean}")
+        if len(self.std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"Preprocessing std must be 3 positive numbers (R, G, B), got {self.std}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"Preprocessing resize_mode {self.resize_mode!r} is not supported: one of {RESIZE_MODES} "
+                             f"(open_clip's 'longest' pads, which no checkpoint tinyprompt builds uses)")
+
+    def output_size(self, width: int, height: int, n_px: int) -> tuple:
+        """(width, height) the image is resized to before the centre crop (squash: n_px x n_px, no crop)."""
+        return (n_px, n_px) if self.resize_mode == "squash" else resize_shape(width, height, n_px)
+
+
+OPENAI_PREPROCESSING = Preprocessing()
+
+
+def model_preprocessing(model) -> Preprocessing:
+    """The preprocessing `model` was trained with: `model.preprocessing` (set by `tinyprompt.load`), else OpenAI's."""
+    found = getattr(model, "preprocessing", None)
+    return found if isinstance(found, Preprocessing) else OPENAI_PREPROCESSING
 
 
 def _pil_image():
@@ -55,18 +99,26 @@ def center_crop_offsets(width: int, height: int, n_px: int) -> tuple:
     return int(round((width - n_px) / 2.0)), int(round((height - n_px) / 2.0))
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
+def _normalize(x: torch.Tensor, preprocessing: Preprocessing = OPENAI_PREPROCESSING) -> torch.Tensor:
     """(x - mean) / std per channel of (..., 3, H, W) float32 values in [0, 1], as torchvision's Normalize."""
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device)[:, None, None]
+    mean = torch.tensor(preprocessing.mean, dtype=x.dtype, device=x.device)[:, None, None]
+    std = torch.tensor(preprocessing.std, dtype=x.dtype, device=x.device)[:, None, None]
     return x.sub(mean).div(std)
 
 
-def _to_tensor(image) -> torch.Tensor:
+def _to_tensor(image, preprocessing: Preprocessing = OPENAI_PREPROCESSING) -> torch.Tensor:
     """An RGB PIL image -> normalised float32 (3, H, W), as torchvision's ToTensor + Normalize."""
     width, height = image.size
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(height, width, 3)
-    return _normalize(pixels.permute(2, 0, 1).float().div(255))
+    return _normalize(pixels.permute(2, 0, 1).float().div(255), preprocessing)
+
+
+def _repr(transform) -> str:
+    """The dataclass repr without `preprocessing` where it is OpenAI's, so the repr (a feature cache key) of an
+    OpenAI-preprocessed transform reads, and keys, as it did before checkpoints carried their preprocessing."""
+    shown = [f"{f.name}={getattr(transform, f.name)!r}" for f in fields(transform)
+             if not (f.name == "preprocessing" and transform.preprocessing == OPENAI_PREPROCESSING)]  # fmt: skip
+    return f"{type(transform).__name__}({', '.join(shown)})"
 
 
 def _check_n_px(n_px) -> None:
@@ -74,28 +126,33 @@ def _check_n_px(n_px) -> None:
         raise ValueError(f"n_px must be a positive int (the output side in pixels), got {n_px!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ClipPreprocess:
     """`clip._transform(n_px)`: PIL image -> float32 (3, n_px, n_px). Picklable for DataLoader workers."""
 
     n_px: int = 224  # output side; CLIP's checkpoints use 224 (336 for ViT-L/14@336px, 288+ for RN50x*)
+    preprocessing: Preprocessing = OPENAI_PREPROCESSING  # statistics and resize mode (part of repr: cache keys)
 
     def __post_init__(self):
         _check_n_px(self.n_px)
 
+    __repr__ = _repr
+
     def __call__(self, image) -> torch.Tensor:
         Image = _pil_image()
-        size = resize_shape(*image.size, self.n_px)
+        size = self.preprocessing.output_size(*image.size, self.n_px)
         if size != image.size:  # torchvision returns the image unchanged when the size already matches
             image = image.resize(size, Image.Resampling.BICUBIC)
         left, top = center_crop_offsets(*size, self.n_px)
         image = image.crop((left, top, left + self.n_px, top + self.n_px))
-        return _to_tensor(image.convert("RGB"))  # convert after resizing: reproduced, see module docstring
+        # convert after resizing: reproduced, see module docstring
+        return _to_tensor(image.convert("RGB"), self.preprocessing)
 
 
-def clip_preprocess(n_px: int = 224) -> ClipPreprocess:
-    """CLIP's evaluation preprocessing for PIL images, exact to OpenAI's `clip._transform(n_px)`."""
-    return ClipPreprocess(n_px)
+def clip_preprocess(n_px: int = 224, preprocessing: Preprocessing = OPENAI_PREPROCESSING) -> ClipPreprocess:
+    """CLIP's evaluation preprocessing for PIL images, exact to OpenAI's `clip._transform(n_px)` (with another
+    checkpoint's `preprocessing`: to open_clip's evaluation transform for it)."""
+    return ClipPreprocess(n_px, preprocessing)
 
 
 def _bicubic(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +197,8 @@ def _round_clip8(acc: torch.Tensor) -> torch.Tensor:
     return torch.floor((acc + 2 ** (PRECISION_BITS - 1)) / 2**PRECISION_BITS).clamp_(0, 255)
 
 
-def preprocess_tensor(images: torch.Tensor, n_px: int = 224) -> torch.Tensor:
+def preprocess_tensor(images: torch.Tensor, n_px: int = 224,
+                      preprocessing: Preprocessing = OPENAI_PREPROCESSING) -> torch.Tensor:
     """CLIP preprocessing of uint8 RGB tensors (3, H, W) or (N, 3, H, W) -> float32 (..., 3, n_px, n_px).
 
     Pillow's bicubic resize of the short side + centre crop, computed only for the kept pixels, on the
@@ -153,7 +211,7 @@ def preprocess_tensor(images: torch.Tensor, n_px: int = 224) -> torch.Tensor:
             f"{images.dtype} {tuple(images.shape)}; convert grey or RGBA images to RGB first"
         )
     height, width = images.shape[-2:]
-    new_w, new_h = resize_shape(width, height, n_px)
+    new_w, new_h = preprocessing.output_size(width, height, n_px)
     left, top = center_crop_offsets(new_w, new_h, n_px)
     # per axis: fixed-point weights (None when that side keeps its size) and the input span they read
     cols, c0, c1 = (None, left, left + n_px)
@@ -175,7 +233,7 @@ def preprocess_tensor(images: torch.Tensor, n_px: int = 224) -> torch.Tensor:
     # width does (found by probing it: 0 mismatches on ~700 random size pairs), else horizontal first.
     vertical_first = new_h < height and height - new_h > 2 * (width - new_w)
     x = horizontal(vertical(x)) if vertical_first else vertical(horizontal(x))  # (..., 3, n, n)
-    return _normalize(x.float().div(255))
+    return _normalize(x.float().div(255), preprocessing)
 
 
 def _generator(seed_or_generator) -> torch.Generator:
@@ -184,7 +242,7 @@ def _generator(seed_or_generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed_or_generator))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TrainTransform:
     """Random resized crop + bicubic resize + horizontal flip + normalise: PIL image -> (3, n_px, n_px)."""
 
@@ -192,6 +250,7 @@ class TrainTransform:
     scale: tuple = (0.08, 1.0)  # crop area as a fraction of the image area (torchvision's default)
     ratio: tuple = (3 / 4, 4 / 3)  # crop aspect ratio range, width / height (torchvision's default)
     flip: bool = True  # mirror left-right with probability 1/2
+    preprocessing: Preprocessing = OPENAI_PREPROCESSING  # its statistics normalise (the crop is always random)
 
     def __post_init__(self):
         _check_n_px(self.n_px)
@@ -199,6 +258,8 @@ class TrainTransform:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1 (fractions of the image area), got {self.scale}")
         if not 0 < self.ratio[0] <= self.ratio[1]:
             raise ValueError(f"ratio must satisfy 0 < low <= high (width / height), got {self.ratio}")
+
+    __repr__ = _repr
 
     def crop_box(self, width: int, height: int, generator=None) -> tuple:
         """(left, top, w, h): torchvision's RandomResizedCrop.get_params with the same random draws."""
@@ -232,9 +293,10 @@ class TrainTransform:
         image = image.crop((left, top, left + w, top + h)).resize((self.n_px, self.n_px), Image.Resampling.BICUBIC)
         if self.flip and torch.rand(1, generator=g).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return _to_tensor(image)
+        return _to_tensor(image, self.preprocessing)
 
 
-def train_transform(n_px: int = 224, scale=(0.08, 1.0), flip: bool = True) -> TrainTransform:
+def train_transform(n_px: int = 224, scale=(0.08, 1.0), flip: bool = True,
+                    preprocessing: Preprocessing = OPENAI_PREPROCESSING) -> TrainTransform:
     """The training augmentation (random resized crop, bicubic, flip, normalise) without torchvision."""
-    return TrainTransform(n_px, tuple(scale), flip=flip)
+    return TrainTransform(n_px, tuple(scale), flip=flip, preprocessing=preprocessing)

@@ -10,11 +10,9 @@
   the rest), within ~1 MB of the file size; `input_resolution`: the image side the model expects.
 
 `open_clip.json` lists open_clip's pretrained tags (github.com/mlfoundations/open_clip, `open_clip.list_pretrained()`)
-whose architecture tinyprompt's CLIP builds exactly (`CLIPConfig.from_open_clip` accepts its model config) and whose
-preprocessing is OpenAI's (mean, std, bicubic resize of the shortest side: the preprocess `load` returns), in
-open_clip's order. It was written from open_clip 3.3.0's `pretrained.py` and `model_configs/*.json` by a one-off
-script; five tags with other preprocessing are left out (ViT-L-14/laion2b_s32b_b82k normalises with mean = std = 0.5,
-the four DFN5B ViT-H-14 tags resize by squashing). `configs`: architecture -> open_clip's model config, verbatim
+whose architecture tinyprompt's CLIP builds exactly (`CLIPConfig.from_open_clip` accepts its model config), all 96 of
+them, in open_clip's order. It was written from open_clip 3.3.0's `pretrained.py` and `model_configs/*.json` by a
+one-off script. `configs`: architecture -> open_clip's model config, verbatim
 (`open_clip.get_model_config(arch)`), shared by the tags of that architecture. Per tag, in `models`:
 - `name`: "<architecture>/<tag>" ("ViT-B-32/laion2b_s34b_b79k"), what `tinyprompt.load` accepts;
   `config`: its architecture, a key of `configs`;
@@ -28,7 +26,11 @@ the four DFN5B ViT-H-14 tags resize by squashing). `configs`: architecture -> op
   downloaded (see `tinyprompt.hub`). open_clip's other URLs carry no digest (dl.fbaipublicfiles.com) or only an
   8-hex prefix of it (its GitHub releases, "...-d867053b.pt"); every such tag has a Hugging Face file too;
 - `approx_size_bytes`: the file size (OpenAI's archives, as in `manifest.json`) or, for Hugging Face files, 4 bytes
-  per element of the fp32 state dict.
+  per element of the fp32 state dict;
+- `preprocess` (only where it is not OpenAI's: mean, std, bicubic resize of the shortest side and centre crop): the
+  image `mean`, `std` and `resize_mode` of open_clip's pretrained config, which `load` gives the model and its
+  preprocess (`tinyprompt.transforms.Preprocessing`): ViT-L-14/laion2b_s32b_b82k normalises with mean = std = 0.5,
+  the four DFN5B ViT-H-14 tags resize by squashing (both sides to the input size, no crop).
 
 Checkpoint binaries are never committed: `tinyprompt.load(name)` downloads them into the cache folder
 ($TINYPROMPT_CACHE, default ~/.cache/tinyprompt) and uses them only after the sha256 matches.

@@ -37,7 +37,7 @@ from tinyprompt.methods.pomp import coop_prompt_state
 from tinyprompt.metrics import accuracy, accuracy_of_features
 from tinyprompt.prompts import POSITIONS
 from tinyprompt.protocols import SUBSETS, subsample_classes
-from tinyprompt.transforms import train_transform
+from tinyprompt.transforms import model_preprocessing, train_transform
 
 IMAGENET_CLASSES = 1000  # CoOp trains ImageNet for 50 epochs at every shot count
 
@@ -149,7 +149,7 @@ def run(args) -> int:
               f"{', '.join(f'{k}={v!r}' for k, v in init['config'].items())})")
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
 
-    augment = train_transform(n_px)
+    augment = train_transform(n_px, preprocessing=model_preprocessing(clip))
     if args.reencode:
         train_data = ImageDataset(train_items, augment)
     else:

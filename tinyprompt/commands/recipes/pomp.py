@@ -33,7 +33,7 @@ from tinyprompt.engine import is_main_process, train
 from tinyprompt.hub import load
 from tinyprompt.methods.pomp import MARGINS, POMP, SAMPLERS, POMPConfig
 from tinyprompt.prompts import AUTO, POSITIONS
-from tinyprompt.transforms import train_transform
+from tinyprompt.transforms import model_preprocessing, train_transform
 
 EPOCHS_BY_N_CTX = {4: 5, 16: 20}  # the paper's two settings; other n_ctx default to 20 epochs
 
@@ -112,9 +112,9 @@ def run(args) -> int:
                         k=args.k, margin=args.margin, sampler=args.sampler, sampler_seed=args.seed,
                         text_chunk=args.text_chunk, checkpoint=False if args.no_checkpoint_text else AUTO)  # fmt: skip
     model = POMP(clip, classnames, config)
-    views = cached_features(clip.encode_image, items, train_transform(clip.visual.input_resolution), views=args.views,
-                            seed=args.seed, batch_size=args.encode_batch_size, device=device,
-                            num_workers=args.workers)  # fmt: skip
+    augment = train_transform(clip.visual.input_resolution, preprocessing=model_preprocessing(clip))
+    views = cached_features(clip.encode_image, items, augment, views=args.views, seed=args.seed,
+                            batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
     train_data = ViewsDataset(views, [item.label for item in items], args.views_per_step, seed=args.seed)
     epochs = args.epochs or EPOCHS_BY_N_CTX.get(model.prompt.n_ctx, 20)
     run_config = train_config(args, max_epoch=epochs)

@@ -53,7 +53,7 @@ from tinyprompt.methods.ship import (
     relabel,  # fmt: skip
     split_base_new,
 )
-from tinyprompt.transforms import train_transform
+from tinyprompt.transforms import model_preprocessing, train_transform
 
 IMAGENET_CLASSES = 1000  # --variant auto picks the ImageNet script for a 1000-class dataset
 # variant -> the official script's settings that the generator config does not hold
@@ -153,7 +153,8 @@ def run(args) -> int:
                    "shots": args.shots, "seed": args.seed, "views": args.views}  # fmt: skip
     clip, preprocess = load(args.model, device=device, config=args.model_config)
     encode = dict(batch_size=args.encode_batch_size, device=device, num_workers=args.workers)
-    augment = train_transform(clip.visual.input_resolution, scale=settings["crop_scale"])
+    augment = train_transform(clip.visual.input_resolution, scale=settings["crop_scale"],
+                              preprocessing=model_preprocessing(clip))
     views = _features(clip, base["train"], augment, encode, args.views, args.seed)  # (V, N, E)
     feats = {(g, part): _features(clip, groups[g][part], preprocess, encode)
              for g in ("base", "new") for part in ("val", "test")}  # fmt: skip

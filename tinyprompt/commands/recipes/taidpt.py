@@ -41,7 +41,7 @@ from tinyprompt.io import atomic_save, atomic_write, cache_dir
 from tinyprompt.methods.taidpt import CaptionFeatures, TaIDPT, TaIDPTConfig, encode_captions, image_features
 from tinyprompt.metrics import mean_average_precision
 from tinyprompt.tokenizer import tokenize_for
-from tinyprompt.transforms import clip_preprocess
+from tinyprompt.transforms import clip_preprocess, model_preprocessing
 
 NUS = "nuswide"
 CACHE_FORMAT = 1  # bump when the stored caption-feature layout changes
@@ -152,7 +152,8 @@ def eval_features(clip, data, n_px, batch_size: int, workers: int, device):
 
     items = [Item(path, 0, "") for path in data.paths]
     key = {"model": module_fingerprint(clip), "features": "taidpt.image_features"}
-    flat = cached_features(encode, items, clip_preprocess(n_px), key_parts=key, batch_size=batch_size, device=device,
+    preprocess = clip_preprocess(n_px, model_preprocessing(clip))
+    flat = cached_features(encode, items, preprocess, key_parts=key, batch_size=batch_size, device=device,
                            num_workers=workers)[0]  # fmt: skip
     feats = flat.view(len(items), -1, clip.embed_dim)  # (N, 1 + HW, E)
     return feats[:, 0], feats[:, 1:]
