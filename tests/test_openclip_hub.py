@@ -263,10 +263,20 @@ def test_a_tag_with_its_own_preprocessing_carries_it(served, tiny_arch, checkpoi
     model, preprocess = hub.load(path, config=NAME)  # the tag named as the file's config
     assert model.preprocessing == own and preprocess == ClipPreprocess(32, own)
     for config in (ARCH, TINY):  # an architecture says nothing about images: OpenAI's, as open_clip's default
-        model, preprocess = hub.load(path, config=config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, preprocess = hub.load(path, config=config)
         assert model.preprocessing == OPENAI_PREPROCESSING and preprocess == ClipPreprocess(32)
+        # ... but its name could be the wrong word for this file: the tags with their own preprocessing are named
+        said = [str(w.message) for w in caught]
+        assert said == ([f"config='{ARCH}' is an architecture, which does not say the image preprocessing, and these "
+                         f"open_clip tags of it were trained with their own: {NAME} (squash resize, mean (0.5, 0.5, "
+                         f"0.5), std (0.5, 0.5, 0.5)). OpenAI's is used; if this file holds one of those tags' weights, "
+                         f"pass config= that tag (--model-config {NAME}) instead"] if config == ARCH else [])  # fmt: skip
     mine = Preprocessing((0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
-    model, preprocess = hub.load(path, config=ARCH, preprocessing=mine)  # the user's word for an unknown file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the user's word for an unknown file: nothing to warn about
+        model, preprocess = hub.load(path, config=ARCH, preprocessing=mine)
     assert model.preprocessing == mine and preprocess == ClipPreprocess(32, mine)
     with pytest.raises(ValueError, match=f"preprocessing= is for checkpoint paths: '{NAME}' is a model name"):
         hub.load(NAME, preprocessing=mine)

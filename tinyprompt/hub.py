@@ -121,6 +121,19 @@ def open_clip_preprocessing(name: str) -> Preprocessing:
     return Preprocessing(**spec) if spec else OPENAI_PREPROCESSING
 
 
+def _warn_if_tags_differ(architecture: str) -> None:
+    """A path loaded with config= an architecture name whose open_clip tags do not all share OpenAI's preprocessing:
+    the file may hold one of those, which the name cannot tell, so say which and how to name it."""
+    own = {name: Preprocessing(**entry["preprocess"]) for name, entry in _open_clip()["models"].items()
+           if entry["config"] == architecture and entry.get("preprocess")}  # fmt: skip
+    if own:
+        which = ", ".join(f"{name} ({p.resize_mode} resize, mean {p.mean}, std {p.std})" for name, p in own.items())
+        warnings.warn(f"config={architecture!r} is an architecture, which does not say the image preprocessing, and "
+                      f"these open_clip tags of it were trained with their own: {which}. OpenAI's is used; if this "
+                      f"file holds one of those tags' weights, pass config= that tag (--model-config "
+                      f"{next(iter(own))}) instead", stacklevel=3)  # fmt: skip
+
+
 def _unknown(name: str) -> ValueError:
     close = difflib.get_close_matches(name, available_models(open_clip=True) + list(BUILTIN_MODELS), n=3)
     hint = f" (did you mean {close}?)" if close else ""  # e.g. open_clip's "ViT-B-32:laion2b_s34b_b79k" spelling
@@ -347,6 +360,8 @@ def load(name_or_path, device="cpu", download_root=None, config=None, preprocess
                         f"{type(preprocessing).__name__}")
     if preprocessing is None:  # a tag's own (by name, or named as a path's config), else OpenAI's
         preprocessing = open_clip_preprocessing(key if tag else config if isinstance(config, str) else "")
+        if isinstance(config, str):
+            _warn_if_tags_differ(config)
     if isinstance(config, str) and config != "openai":
         config = open_clip_config(config)  # an unknown name fails here, before a large file is read
     builtin = key if key in BUILTIN_MODELS else None
