@@ -365,6 +365,8 @@ def test_models_command_lists_the_tags_with_open_clip(monkeypatch, capsys, tmp_p
     rows = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:-1]}
     assert rows["ViT-B-32/laion2b_s34b_b79k"] == "605 MB  not cached: downloaded on first use"
     assert rows["ViT-bigG-14/laion2b_s39b_b160k"].startswith("10.2 GB  ")
+    assert rows["ViT-L-14/laion2b_s32b_b82k"] == ("1710 MB  not cached: downloaded on first use; its own "
+                                                  "preprocessing: shortest resize, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)")
 
 
 # ------------------------------------------------------------------------- against open_clip itself

@@ -4,10 +4,12 @@ The named checkpoints are OpenAI's released CLIP models ("Learning Transferable 
 Language Supervision", Radford et al., arXiv 2103.00020), listed by `weights/manifest.json`, and with --open-clip
 also open_clip's pretrained tags that tinyprompt builds ("ViT-B-32/laion2b_s34b_b79k", `weights/open_clip.json`).
 A model is cached when its file is in the tinyprompt cache or OpenAI's `~/.cache/clip` (its sha256 is checked when
-it is loaded, see `tinyprompt.hub`). Built-in models ship inside the package and are never downloaded.
+it is loaded, see `tinyprompt.hub`). A tag trained with other image preprocessing than OpenAI's says which (its
+model and preprocess follow it). Built-in models ship inside the package and are never downloaded.
 """
 from tinyprompt.hub import (BUILTIN_MODELS, available_models, builtin_file, builtin_record, cached_checkpoint,
-                            manifest_entry)
+                            manifest_entry, open_clip_preprocessing)
+from tinyprompt.transforms import OPENAI_PREPROCESSING
 
 
 def _size(n_bytes: int) -> str:
@@ -28,6 +30,9 @@ def run(args) -> int:
     for name in available_models(open_clip=args.open_clip):
         path = cached_checkpoint(name)
         where = f"cached: {path}" if path is not None else "not cached: downloaded on first use"
+        own = open_clip_preprocessing(name)
+        if own != OPENAI_PREPROCESSING:
+            where += f"; its own preprocessing: {own.resize_mode} resize, mean {own.mean}, std {own.std}"
         rows.append((name, _size(manifest_entry(name)["approx_size_bytes"]), where))
     for name in BUILTIN_MODELS:
         where = f"built in, with its own {builtin_record(name)['vocab_size']}-token vocabulary"
