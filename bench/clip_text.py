@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from bench import harness
 from tinyprompt.clip import CLIP, eot_index
 
-# OpenAI's CLIP(...) positional arguments of the full-size backbones the suites build with random weights
-# (shared/golden/clip/architectures.json)
+# OpenAI's CLIP(...) positional arguments of the full-size backbones the suites build with random weights (the
+# ViT-B/16 and RN50 checkpoints' shapes, as build_model infers them)
 VIT_B16 = (512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)
 RN50 = (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
 PROVIDERS = {"eot_truncated": False, "full_77": True}  # name -> full_length

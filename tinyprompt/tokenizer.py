@@ -2,10 +2,9 @@
 
 Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (arXiv
 2103.00020), tokenizes text with byte-pair encoding (Sennrich et al., arXiv 1508.07909) over UTF-8
-bytes, as in GPT-2. The semantics reproduced here, step by step, are in
-`../shared/golden/tokenizer/README.md`: ftfy repair, HTML unescape twice, whitespace collapse,
-lower-case, a regex pre-tokeniser, bytes -> printable symbols, BPE with `</w>` fused onto the last
-symbol of each piece.
+bytes, as in GPT-2. The steps reproduced here, in OpenAI's order: ftfy repair, HTML unescape twice,
+whitespace collapse, lower-case, a regex pre-tokeniser, bytes -> printable symbols, BPE with `</w>`
+fused onto the last symbol of each piece (the golden tests compare the ids with OpenAI's own).
 
 The vocabulary is built from whatever merges file it is given (512 byte symbols, the merges in
 order, then `<|startoftext|>` and `<|endoftext|>`), so a small BPE vocabulary trained elsewhere works

@@ -2,10 +2,10 @@
 
 Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (arXiv
 2103.00020) preprocesses with `clip._transform(n)`: bicubic resize of the short side to n, centre crop
-n x n, RGB, ToTensor, normalise. `clip_preprocess` reproduces it without torchvision; the semantics and
-the quirks it keeps (long side truncated, Python's round-half-even crop offsets, convert("RGB") AFTER
-resizing, so palette images resample NEAREST and RGBA premultiplied) are in
-`../shared/golden/preprocess/README.md`.
+n x n, RGB, ToTensor, normalise. `clip_preprocess` reproduces it without torchvision, with the quirks
+it keeps: the long side truncated, not rounded; Python's round-half-even crop offsets; convert("RGB")
+AFTER resizing, so palette images resample NEAREST and RGBA ones premultiplied (the golden tests
+compare it with OpenAI's pipeline on such images).
 
 `preprocess_tensor` is the same pipeline for uint8 RGB tensors (batched, any device) without Pillow:
 it evaluates Pillow's antialiased bicubic resampling (Keys a = -0.5, support scaled by the reduction
