@@ -1,14 +1,17 @@
 """Captions -> labels (TaI-DPT's text-only training data), class lists, caption readers, templates."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from golden import GOLDEN, REPO
 
-from tinyprompt.data.captions import LabelMatcher, label_captions, lemma, read_captions, template_sentences, words
+from tinyprompt.data.captions import (LabelMatcher, label_captions, lemma, read_caption_ids, read_captions,
+                                     template_sentences, words)
 from tinyprompt.data.classlists import CLASS_LISTS, get_class_list, load_synonym_file
 
 EXAMPLES = GOLDEN / "taidpt" / "label_examples.json"
@@ -160,6 +163,59 @@ def test_read_captions_errors(tmp_path):
         read_captions(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="unknown caption format"):
         read_captions(lines, format="xml")
+
+
+def _coco(tmp_path):
+    coco = tmp_path / "captions_train2017.json"
+    annotations = [{"id": i, "image_id": i // 5, "caption": f"caption {i}"} for i in (48, 67, 126, 148, 173)]
+    coco.write_text(json.dumps({"annotations": annotations}))
+    return coco
+
+
+@pytest.mark.parametrize("form", ["list", "set", "tuple", "numpy int64", "numpy int32", "json", "lines"])
+def test_caption_ids_select_the_official_sample_in_its_order(tmp_path, form):
+    """TaI-DPT trains on the annotation ids its repository pickles (coco_caption_text_embed_sampled_idx.pkl), taken
+    in that order: every form such a file of ids can take reads back the same ids and so the same captions."""
+    ids = [173, 48, 126]
+    path = tmp_path / ("ids.json" if form == "json" else "ids.txt" if form == "lines" else "ids.pkl")
+    if form == "json":
+        path.write_text(json.dumps(ids))
+    elif form == "lines":
+        path.write_text("\n".join(map(str, ids)) + "\n")
+    else:
+        value = {"list": ids, "set": set(ids), "tuple": tuple(ids), "numpy int64": np.array(ids, dtype=np.int64),
+                 "numpy int32": np.array(ids, dtype=np.int32)}[form]  # fmt: skip
+        path.write_bytes(pickle.dumps(value, protocol=5 if "numpy" in form else 2))
+    read = read_caption_ids(path)
+    assert read == (list(set(ids)) if form == "set" else ids) and all(type(i) is int for i in read)
+    assert read_captions(_coco(tmp_path), ids=read) == [f"caption {i}" for i in read]
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_caption_id_files_never_run_code_and_say_what_is_wrong(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "ids.pkl"
+    evil.write_bytes(pickle.dumps([1, _Boom()]))
+    with pytest.raises(ValueError, match=r"ids.pkl is not a pickle of caption ids \(UnpicklingError: it refers to "
+                       r"(posix|nt).system, which a list of caption ids never holds\); it is not loaded, for safety"):
+        read_caption_ids(evil)
+    assert not (tmp_path / "pwned.txt").exists()
+    (tmp_path / "words.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(ValueError, match="holds list .*not a list of integer caption ids"):
+        read_caption_ids(tmp_path / "words.json")
+    with pytest.raises(FileNotFoundError, match="caption id file .*missing.pkl does not exist"):
+        read_caption_ids(tmp_path / "missing.pkl")
+    coco = _coco(tmp_path)
+    with pytest.raises(ValueError, match=r"2 of the 3 caption ids are not annotation ids of .*captions_train2017.json "
+                       r"\(e.g. \[5, 6\]\)"):
+        read_captions(coco, ids=[5, 48, 6])
+    (tmp_path / "caps.txt").write_text("a dog\n")
+    with pytest.raises(ValueError, match="caption ids select COCO annotations: .*caps.txt is read as text"):
+        read_captions(tmp_path / "caps.txt", ids=[1])
 
 
 def test_template_sentences():

@@ -421,8 +421,8 @@ def test_validation_is_held_out_from_the_captions(tmp_path):
     classes = get_class_list("voc")
     captions = [f"Picture {i} of a {['dog', 'cat', 'bus', 'sofa'][i % 4]}." for i in range(40)]
     (tmp_path / "caps.txt").write_text("\n".join(captions + ["A view of the sky."] * 3) + "\n")
-    args = Namespace(captions=tmp_path / "caps.txt", max_captions=None, seed=3, val_fraction=0.25, no_templates=False,
-                     photo_repeats=9)  # fmt: skip
+    args = Namespace(captions=tmp_path / "caps.txt", caption_ids=None, max_captions=None, seed=3, val_fraction=0.25,
+                     no_templates=False, photo_repeats=9)  # fmt: skip
     texts, targets, val_texts, val_targets, report = _sentences(args, classes)
     assert (report.total, report.kept, len(val_texts), len(texts)) == (43, 40, 10, 30 + 20 * 89)
     assert not set(val_texts) & set(texts) and sorted(val_texts + texts[:30]) == sorted(captions)
@@ -532,3 +532,30 @@ def test_recipe_end_to_end(caption_world, tmp_path):
             assert metrics["test"][which][f"map_{name}"] == pytest.approx(want, abs=1e-4), (which, name)
     with pytest.raises(ValueError, match=r"\['motorcycle'\] that are not in class list 'nuswide'"):
         main([*args[:6], "--classes", "nuswide", *args[8:]])  # eval classes are matched before training
+
+
+def test_recipe_trains_on_the_official_caption_sample(caption_world, tmp_path):
+    """--caption-ids: only the COCO annotations the ids name (TaI-DPT's sampled_idx pickle), in the ids' order."""
+    import pickle
+
+    from tinyprompt.commands.cli import main
+
+    root = caption_world
+    words = ["dog", "cat", "bus", "sofa", "bird", "boat"]
+    annotations = [{"id": 100 + i, "image_id": i, "caption": f"A {words[i % 6]} near a {words[(i + 2) % 6]}."}
+                   for i in range(24)]  # fmt: skip
+    (tmp_path / "captions_train2017.json").write_text(json.dumps({"annotations": annotations}))
+    ids = [123, 101, 117, 102, 110, 111, 104, 120]
+    (tmp_path / "sampled_idx.pkl").write_bytes(pickle.dumps(ids))
+    out = tmp_path / "run"
+    args = ["train", "taidpt", "--model", str(root / "tiny_rn.pt"), "--captions",
+            str(tmp_path / "captions_train2017.json"), "--caption-ids", str(tmp_path / "sampled_idx.pkl"), "--classes",
+            "voc", "--epochs", "1", "--batch-size", "8", "--n-ctx", "2", "--no-templates", "--val-fraction", "0",
+            "--out", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["captions"]["read"] == len(ids) and metrics["captions"]["kept"] == len(ids)
+    named = [w for i in ids for w in {words[(i - 100) % 6], words[(i - 98) % 6]}]  # each caption names two classes
+    assert {c: n for c, n in metrics["captions"]["per_class"].items() if n} == {w: named.count(w) for w in set(named)}
+    with pytest.raises(ValueError, match="--caption-ids and --max-captions both choose the captions: pass one"):
+        main([*args[:-4], "--max-captions", "4", "--out", str(tmp_path / "other"), "--device", "cpu"])

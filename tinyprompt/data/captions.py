@@ -14,8 +14,16 @@ as a single word. Two deliberate differences: a consumed compound leaves a barri
 never join into a new match (the official string replacement can join them), and compounds are tried
 longest first, then alphabetically (the official order is Python set order, which changes with
 PYTHONHASHSEED). The CLIP input stays the original caption; only the labels come from the lemmas.
+
+Which captions: the official code does not train on the whole COCO corpus but on a fixed sample of it, the
+annotation ids in `coco_caption_text_embed_sampled_idx.pkl` (a file of its repository), taken in that order from
+`COCO/annotations/captions_train2017.json`. `read_captions(path, ids=read_caption_ids(file))` reads the same
+sample; `read_caption_ids` reads such a pickle without running code from it (only lists, tuples, sets and numpy
+arrays of integers are rebuilt), or the ids as a JSON list or one per line.
 """
+import io
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ __all__ = [
     "CaptionReport",
     "label_captions",
     "read_captions",
+    "read_caption_ids",
     "template_sentences",
 ]
 
@@ -180,7 +189,8 @@ def label_captions(captions, classnames, synonyms, max_words=None):
     return kept, labels, report
 
 
-def _read_coco(path: Path, text: str) -> list:
+def _read_coco(path: Path, text: str, ids=None) -> list:
+    """The captions in file order, or those of annotation `ids` in the order of `ids`."""
     try:
         annotations = json.loads(text)["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -188,12 +198,21 @@ def _read_coco(path: Path, text: str) -> list:
             f"{path} is not a COCO captions file ({type(e).__name__}: {e}); expected "
             '{"annotations": [{"caption": ...}, ...]} as in captions_train2017.json'
         ) from None
-    out = []
+    out, by_id = [], {}
     for n, ann in enumerate(annotations):
         if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
             raise ValueError(f"{path}: annotations[{n}] has no 'caption' string: {str(ann)[:200]}")
         out.append(ann["caption"].strip())
-    return out
+        if ids is not None:
+            by_id[ann.get("id")] = out[-1]
+    if ids is None:
+        return out
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(ids)} caption ids are not annotation ids of {path} (e.g. "
+                         f"{missing[:3]}): the ids must come from this file (TaI-DPT's sample: from "
+                         f"captions_train2017.json)")  # fmt: skip
+    return [by_id[i] for i in ids]
 
 
 def _read_jsonl(path: Path, text: str) -> list:
@@ -212,10 +231,11 @@ def _read_jsonl(path: Path, text: str) -> list:
     return out
 
 
-def read_captions(path, format: str = "auto") -> list:
+def read_captions(path, format: str = "auto", ids=None) -> list:
     """Captions from a COCO captions JSON, a JSONL file or a text file with one caption per line.
 
     `format` is "coco", "jsonl", "text" or "auto" (by suffix: .json -> coco, .jsonl -> jsonl, else text).
+    `ids`: only the COCO annotations with these ids, in this order (TaI-DPT's sample, `read_caption_ids`).
     """
     path = Path(path)
     if format == "auto":
@@ -223,12 +243,60 @@ def read_captions(path, format: str = "auto") -> list:
     readers = {"coco": _read_coco, "jsonl": _read_jsonl, "text": lambda p, t: [s.strip() for s in t.splitlines()]}
     if format not in readers:
         raise ValueError(f"unknown caption format {format!r}: use one of {['auto', *readers]}")
+    if ids is not None and format != "coco":
+        raise ValueError(f"caption ids select COCO annotations: {path} is read as {format}, which has no ids (pass "
+                         f"the COCO captions .json they come from)")  # fmt: skip
     if not path.is_file():
         raise FileNotFoundError(f"caption file {path} does not exist")
-    captions = [c for c in readers[format](path, path.read_text(encoding="utf-8")) if c]
+    text = path.read_text(encoding="utf-8")
+    captions = [c for c in (_read_coco(path, text, ids) if ids is not None else readers[format](path, text)) if c]
     if not captions:
         raise ValueError(f"caption file {path} holds no captions")
     return captions
+
+
+class _IdsUnpickler(pickle.Unpickler):
+    """Rebuilds lists, tuples, sets and numpy arrays of integers, and refuses every other global: a pickle of
+    caption ids needs nothing else, and nothing in it can run code."""
+
+    ALLOWED = {("builtins", "set"), ("builtins", "frozenset"), ("builtins", "list"), ("builtins", "tuple"),
+               ("builtins", "int"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # fmt: skip
+
+    def find_class(self, module, name):
+        if (module.replace("__builtin__", "builtins"), name) not in self.ALLOWED:  # protocol <= 2 names Python 2's
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a list of caption ids never holds")
+        return super().find_class(module, name)
+
+
+def read_caption_ids(path) -> list:
+    """Caption (COCO annotation) ids: TaI-DPT's `coco_caption_text_embed_sampled_idx.pkl` (a pickle, read without
+    running code from it), a JSON list, or one id per line. The order is kept; so are repeats."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption id file {path} does not exist")
+    data = path.read_bytes()
+    if path.suffix.lower() in (".pkl", ".pickle"):
+        try:
+            ids = _IdsUnpickler(io.BytesIO(data)).load()
+        except Exception as e:  # any failure to rebuild: not a pickle of ids, and nothing of it ran
+            raise ValueError(f"{path} is not a pickle of caption ids ({type(e).__name__}: {e}); it is not loaded, "
+                             f"for safety: pass the ids as a JSON list or one per line") from None  # fmt: skip
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+    elif path.suffix.lower() == ".json":
+        ids = json.loads(data.decode("utf-8"))
+    else:
+        ids = data.decode("utf-8").split()
+    try:
+        ids = [int(i) for i in ids]
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} holds {type(ids).__name__} {str(ids)[:100]}, not a list of integer caption "
+                         f"ids") from None
+    if not ids:
+        raise ValueError(f"{path} holds no caption ids")
+    return ids
 
 
 def template_sentences(classnames, templates=None, photo_repeats: int = 9):

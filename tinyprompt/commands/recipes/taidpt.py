@@ -5,7 +5,9 @@ Defaults from the official configs (guozix/TaI-DPT `configs/trainers/Caption_dis
 SGD lr 1e-4 (NUS-WIDE 1e-3), momentum 0.9, weight decay 5e-4, one warm-up epoch at the constant 1e-5,
 then cosine; 20 epochs; batch 512 sentences; 16 context vectors per branch; test temperature 40
 (NUS-WIDE 4). Training sentences: the captions that name a class (labels from the text,
-`tinyprompt.data.captions`), plus per class 9 x "a photo of a {}." and the 80 ImageNet templates.
+`tinyprompt.data.captions`), plus per class 9 x "a photo of a {}." and the 80 ImageNet templates. The official
+runs read a fixed sample of COCO's 2017 train captions (`--caption-ids` with its repository's
+coco_caption_text_embed_sampled_idx.pkl); without it every caption of --captions is used.
 
 Model selection uses a validation split held out from the captions (mAP of the merged caption scores),
 never the test images (the official code validates on every 10th test image). Speed: the caption
@@ -28,7 +30,7 @@ from tinyprompt.commands.args import (REQUIRED, int_at_least, non_negative_float
                                       resolve_device)
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, prepare_out, text_chunk_arg, train_config)
-from tinyprompt.data.captions import label_captions, read_captions, template_sentences
+from tinyprompt.data.captions import label_captions, read_caption_ids, read_captions, template_sentences
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.datasets import DATASETS
 from tinyprompt.data.datasets import load as load_dataset
@@ -55,6 +57,10 @@ def add_args(parser) -> None:
                       help="caption corpus: COCO captions .json, .jsonl (caption/text per line) or text (one per line)")
     data.add_argument("--classes", default="coco", help="class list: voc2007, coco, nuswide, or a synonym file "
                       "('class: synonym, ...' lines or JSON {class: [synonyms]})")  # fmt: skip
+    data.add_argument("--caption-ids", type=Path, default=None,
+                      help="train on these COCO caption annotation ids of --captions, in this order: the official "
+                           "sample is the TaI-DPT repository's coco_caption_text_embed_sampled_idx.pkl with "
+                           "captions_train2017.json (also a JSON list or one id per line); default all")  # fmt: skip
     data.add_argument("--max-captions", type=int_at_least(1), default=None,
                       help="use a random subset of this many captions (drawn with --seed); default all")
     data.add_argument("--val-fraction", type=non_negative_float, default=0.05,
@@ -125,7 +131,10 @@ def configs(args, classes, select: bool = True):
 
 def _sentences(args, classes):
     """(train texts, train labels, val texts, val labels, caption report) from the corpus and the templates."""
-    captions = read_captions(args.captions)
+    if args.caption_ids is not None and args.max_captions is not None:
+        raise ValueError("--caption-ids and --max-captions both choose the captions: pass one of them")
+    ids = None if args.caption_ids is None else read_caption_ids(args.caption_ids)
+    captions = read_captions(args.captions, ids=ids)
     generator = torch.Generator().manual_seed(args.seed)
     if args.max_captions is not None and args.max_captions < len(captions):
         captions = [captions[i] for i in sorted(torch.randperm(len(captions), generator=generator)[: args.max_captions].tolist())]
