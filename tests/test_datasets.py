@@ -16,8 +16,9 @@ from tinyprompt.data.folder import open_image
 from tinyprompt.data.multilabel import VOC_CLASSES
 from tinyprompt.data.multilabel_sets import COCOInstances, MultiLabelEntry, NUSWIDELists, VOCDevkit
 from tinyprompt.data.splits import ImageDataset, Item
-from tinyprompt.data.vp_targets import CifarPickles, GTSRBFolders
+from tinyprompt.data.vp_targets import CifarPickles, GTSRBFolders, SvhnMat
 from tinyprompt.templates import CUSTOM_TEMPLATES
+from test_matfile import write_mat
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -186,6 +187,10 @@ def build(name, root):
     if isinstance(entry, CifarPickles):
         for file, value in cifar_batches(name).items():
             write_pickle(home / file, value)
+    elif isinstance(entry, SvhnMat):
+        home.mkdir(parents=True)
+        for file, (pixels, digits) in svhn_arrays().items():
+            write_mat(home / file, {"X": pixels, "y": digits}, compact=("y",))
     elif isinstance(entry, VOCDevkit):
         write_voc(home)
     elif isinstance(entry, COCOInstances):
@@ -227,7 +232,7 @@ def test_registry_covers_coops_datasets():
     coop = (SplitFile, AircraftLists, WnidFolders, NumberedFolders)
     assert {entry.official_name for entry in DATASETS.values() if isinstance(entry, coop)} == set(CUSTOM_TEMPLATES)
     assert {name for name, entry in DATASETS.items() if not isinstance(entry, coop)} == {
-        "voc2007", "coco2014", "nuswide", "cifar10", "cifar100", "gtsrb"}  # TaI-DPT's and ILM-VP's
+        "voc2007", "coco2014", "nuswide", "cifar10", "cifar100", "svhn", "gtsrb"}  # TaI-DPT's and ILM-VP's
     assert {name for name, entry in DATASETS.items() if entry.multilabel} == {"voc2007", "coco2014", "nuswide"}
     assert all(isinstance(entry, MultiLabelEntry) == entry.multilabel for entry in DATASETS.values())
     assert set(SPLIT_CASES) == {name for name, entry in DATASETS.items() if isinstance(entry, SplitFile)}
@@ -243,11 +248,29 @@ def test_registry_covers_coops_datasets():
         get_dataset("mnist")
 
 
-def test_svhn_is_not_registered_and_says_what_to_do():
-    for call in (lambda: get_dataset("SVHN"), lambda: load("svhn", "/nonexistent")):
-        with pytest.raises(ValueError, match=r"dataset '(SVHN|svhn)' is not registered: SVHN's official files .*"
-                                             r"only scipy reads, .*svhn/\{train,test\}/<digit>/\*\.png"):
-            call()
+def svhn_arrays():
+    """{file: (X, y)} of a tiny SVHN: X uint8 (32, 32, 3, N), y (N, 1) the digit with 10 for 0, as the .mat holds."""
+    rng = np.random.default_rng(5)
+    return {file: (rng.integers(0, 256, (32, 32, 3, len(digits)), dtype=np.uint8), np.array(digits, float)[:, None])
+            for file, digits in (("train_32x32.mat", [10, 3, 7, 1]), ("test_32x32.mat", [5, 10, 9]))}  # fmt: skip
+
+
+def test_svhn_decodes_its_mat_files_into_pngs_in_the_cache(tmp_path, monkeypatch):
+    """SVHN's MAT-files (MATLAB -v7: compressed, 'y' stored compactly) read without scipy, as torchvision reads them:
+    image n is X[:, :, :, n] (H, W, RGB), the digit 10 is label 0; the names are ILM-VP's, '0'..'9'."""
+    monkeypatch.setenv("TINYPROMPT_CACHE", str(tmp_path / "cache"))
+    home = build("svhn", tmp_path / "data")
+    assert get_dataset("SVHN") is DATASETS["svhn"]
+    assert DATASETS["svhn"].layout == "svhn/{train_32x32.mat, test_32x32.mat}"
+    splits, classnames = load("svhn", tmp_path / "data")
+    assert classnames == [str(d) for d in range(10)] and splits["val"] == []
+    for split, (pixels, digits) in zip(("train", "test"), svhn_arrays().values()):
+        want = [int(d) % 10 for d in digits[:, 0]]
+        assert [(item.label, item.classname) for item in splits[split]] == [(k, str(k)) for k in want]
+        for n, item in enumerate(splits[split]):
+            assert item.path.startswith(str(tmp_path / "cache" / "datasets" / "svhn"))
+            assert np.array_equal(np.asarray(open_image(item.path)), pixels[:, :, :, n])  # exact
+    assert sorted(p.name for p in home.iterdir()) == ["test_32x32.mat", "train_32x32.mat"]  # nothing written there
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_CASES))
@@ -506,6 +529,14 @@ BROKEN = [
      r"cifar-100-python/test: b'fine_labels' holds \[5\], not labels 0..2 of the 3 classes of meta"),
     ("cifar100", lambda home: write_pickle(home / "meta", {b"label_names": [b"apple"]}), ValueError,  # CIFAR-10's
      r"meta has no b'fine_label_names' entry"),
+    ("svhn", lambda home: (home / "test_32x32.mat").unlink(), FileNotFoundError,
+     (r"svhn/test_32x32.mat does not exist: SVHN needs .*svhn/\{train_32x32.mat, test_32x32.mat\}, with root .* "
+      r"\(torchvision's SVHN root\)")),
+    ("svhn", lambda home: write_mat(home / "train_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8),
+                                                                "y": np.array([[1.0], [11.0]])}), ValueError,
+     r"train_32x32.mat: 'y' must hold one digit 1..10 per image \(2\), it holds 2 values in \[1.0, 11.0\]"),
+    ("svhn", lambda home: write_mat(home / "test_32x32.mat", {"X": np.zeros((32, 32, 2), np.uint8)}), ValueError,
+     r"test_32x32.mat holds no array named y: use the original download"),
     ("gtsrb", lambda home: (home / "GT-final_test.csv").unlink(), FileNotFoundError,
      (r"gtsrb/GT-final_test.csv does not exist: GTSRB needs .*gtsrb/\{GTSRB/Training/, GTSRB/Final_Test/Images/, "
       r"GT-final_test.csv\}, with root .* \(torchvision's GTSRB root\)")),

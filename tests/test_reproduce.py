@@ -222,6 +222,23 @@ def test_ilmvp_reports_each_sources_accuracy_per_target(root, tmp_path):
         main(["reproduce", "coop", "--root", str(root), "--sources", "clip:RN50"])
 
 
+@pytest.mark.parametrize("source, dataset, size", [("torchvision:resnet18", "svhn", 32), ("torchvision:resnet18",
+                         "cifar100", 32), ("torchvision:resnet18", "dtd", 128), ("clip:ViT-B/32", "gtsrb", None)])
+def test_ilmvp_runs_take_the_official_image_size(monkeypatch, tmp_path, source, dataset, size):
+    """ILM-VP trains a CNN source on CIFAR, SVHN and GTSRB at their 32 pixels and on the others at 128; a CLIP source
+    takes CLIP's preprocessing (prepare_expansive_data / prepare_additive_data)."""
+    from argparse import Namespace
+
+    from tinyprompt.commands import reproduce
+    from tinyprompt.protocols import Run
+
+    seen = []
+    monkeypatch.setattr(reproduce.ilmvp, "run", seen.append)
+    args = Namespace(method="ilmvp", prompt=None, model_config=None, root=tmp_path, workers=0, device="cpu")
+    reproduce._train(args, Run(dataset, 0, 1, source=source), tmp_path / "run", {"train_args": []})
+    assert seen[0].image_size == (size or 128) and seen[0].dataset == dataset and seen[0].source == source
+
+
 def test_ship_base_and_new_match_the_recipes_own_protocol(root, tmp_path):
     """reproduce evaluates SHIP's prompt per class half; the recipe measures base/new over its joint class list."""
     out = tmp_path / "grid"

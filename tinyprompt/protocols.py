@@ -47,9 +47,9 @@ CLASSIFICATION = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxf
 TRANSFER_TARGETS = CLASSIFICATION[1:]  # cross-dataset: ImageNet is the source
 VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")  # domain generalisation targets
 MULTILABEL = ("voc2007", "coco2014", "nuswide")  # TaI-DPT's test sets
-# ILM-VP's target tasks that the registry reads (its SVHN needs scipy, ABIDE is not an image set)
-VISUAL_PROMPTING = ("oxford_flowers", "dtd", "ucf101", "food101", "gtsrb", "eurosat", "oxford_pets", "stanford_cars",
-                    "sun397", "cifar10", "cifar100")
+# ILM-VP's target tasks, in its tables' order (its 13th, ABIDE, is brain-scan data, not an image set)
+VISUAL_PROMPTING = ("oxford_flowers", "dtd", "ucf101", "food101", "gtsrb", "svhn", "eurosat", "oxford_pets",
+                    "stanford_cars", "sun397", "cifar10", "cifar100")
 SOURCE = "imagenet"
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)

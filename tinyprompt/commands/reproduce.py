@@ -63,6 +63,9 @@ METHODS = {
     "ilmvp": Method(ilmvp, ("visual_prompting",), lambda metrics: metrics["test"]["top1"]),
 }
 CLASS_LISTS = {"voc2007": "voc2007", "coco2014": "coco", "nuswide": "nuswide"}  # TaI-DPT's class list per test set
+# ILM-VP's image side for a CNN source (data/prepare_data.py, prepare_expansive_data): the 32-pixel sets at 32, the
+# others resized to 128 (the recipe's --image-size default); a CLIP source takes CLIP's own preprocessing
+VP_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "gtsrb": 32}
 # TaI-DPT's caption corpus under --root: the official datasets/{voc2007,coco2014,nuswide}_distill.py all read
 # DATAROOT/COCO/annotations/captions_train2017.json (MS-COCO's 2017 train captions, for every test set)
 CAPTIONS = "COCO/annotations/captions_train2017.json"
@@ -199,6 +202,8 @@ def _train(args, run, folder: Path, settings: dict) -> None:
                  "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
     elif recipe is ilmvp:
         argv += ["--source", run.source, "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots)]
+        if not run.source.startswith("clip:") and run.dataset in VP_IMAGE_SIZE:
+            argv += ["--image-size", str(VP_IMAGE_SIZE[run.dataset])]
     else:
         argv += ["--model", str(args.model), "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots)]
         if run.subset != "all" and recipe is coop:  # the SHIP recipe splits base and new itself

@@ -15,16 +15,17 @@ The same root holds the multi-label sets of TaI-DPT ("Texts as Images in Prompt 
 Recognition", arXiv 2211.12739; the layout of its README: VOCdevkit/VOC2007/, COCO/, NUSWIDE/; entry kinds
 in `tinyprompt.data.multilabel_sets`) and the targets of ILM-VP ("Understanding and Improving Visual
 Prompting: A Label-Mapping Perspective", arXiv 2211.11635) in torchvision's layouts (cifar-10-batches-py/,
-cifar-100-python/, gtsrb/; entry kinds in `tinyprompt.data.vp_targets`), the root being torchvision's
-`root`. SVHN is not registered: its .mat files need scipy (`get_dataset("svhn")` says what to do).
+cifar-100-python/, svhn/, gtsrb/; entry kinds in `tinyprompt.data.vp_targets`), the root being torchvision's
+`root`.
 
 `DATASETS[name].layout` spells each dataset's layout; a missing file or folder is reported with it (the
 `Entry` base, `tinyprompt.data.entry`). `load` returns ({"train" | "val" | "test": list of `Item`s}, class
 names ordered by label). The ImageNet variants are test sets only (empty train and val); ImageNet-A and -R
 hold 200 of the 1000 classes, labelled 0..199, and `DATASETS[name].imagenet_labels(root)` gives each one's
 ImageNet label. Entries with `multilabel` True return a `MultiLabelData` (tinyprompt.data.multilabel) or None
-per split instead, "test" being the split TaI-DPT evaluates on. CIFAR's images are arrays inside pickles:
-they are decoded once into PNG files in the tinyprompt cache, so that their Items are ordinary image files.
+per split instead, "test" being the split TaI-DPT evaluates on. CIFAR's and SVHN's images are arrays inside
+pickles / MAT-files: they are decoded once into PNG files in the tinyprompt cache, so that their Items are
+ordinary image files.
 """
 import os
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from tinyprompt.data.folder import find_classes
 from tinyprompt.data.largelabel import read_class_names
 from tinyprompt.data.multilabel_sets import COCOInstances, NUSWIDELists, VOCDevkit
 from tinyprompt.data.splits import SPLITS, Item, classnames_from_items, read_split_file
-from tinyprompt.data.vp_targets import GTSRB_CLASSES, CifarPickles, GTSRBFolders
+from tinyprompt.data.vp_targets import GTSRB_CLASSES, CifarPickles, GTSRBFolders, SvhnMat
 
 __all__ = ["SplitFile", "AircraftLists", "WnidFolders", "NumberedFolders", "DATASETS", "get_dataset", "load"]
 
@@ -213,15 +214,8 @@ DATASETS = {
                             test="test_batch", meta="batches.meta", labels=b"labels", names=b"label_names"),
     "cifar100": CifarPickles("cifar-100-python", "CIFAR100", train=("train",), test="test", meta="meta",
                              labels=b"fine_labels", names=b"fine_label_names"),
+    "svhn": SvhnMat("svhn", "SVHN"),
     "gtsrb": GTSRBFolders("gtsrb", "GTSRB", classnames=GTSRB_CLASSES),
-}
-
-# names that are deliberately not registered -> why, and what to do instead
-UNREGISTERED = {
-    "svhn": "SVHN's official files (train_32x32.mat, test_32x32.mat) are MATLAB v5 files, which only scipy reads, "
-            "and tinyprompt does not depend on scipy: convert them once (scipy.io.loadmat: 'X' is (32, 32, 3, N) "
-            "uint8, 'y' holds 10 for the digit 0) into a folder per class, svhn/{train,test}/<digit>/*.png, then "
-            "pass --data ROOT/svhn to a recipe or --data ROOT/svhn/test to zeroshot",
 }
 
 
@@ -234,8 +228,6 @@ def get_dataset(name: str) -> Entry:
     for key, entry in DATASETS.items():
         if _key(name) in (_key(key), _key(entry.official_name)):
             return entry
-    if _key(name) in UNREGISTERED:
-        raise ValueError(f"dataset {name!r} is not registered: {UNREGISTERED[_key(name)]}")
     raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
 
 

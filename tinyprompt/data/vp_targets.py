@@ -1,4 +1,4 @@
-"""ILM-VP's target datasets as registry entries: CIFAR-10, CIFAR-100 and GTSRB in torchvision's layouts.
+"""ILM-VP's target datasets as registry entries: CIFAR-10, CIFAR-100, SVHN and GTSRB in torchvision's layouts.
 
 ILM-VP ("Understanding and Improving Visual Prompting: A Label-Mapping Perspective", arXiv 2211.11635) loads
 its targets through torchvision, so their layouts are torchvision's, under torchvision's `root`:
@@ -6,13 +6,14 @@ its targets through torchvision, so their layouts are torchvision's, under torch
     $DATA/
       cifar-10-batches-py/    data_batch_1 .. data_batch_5, test_batch, batches.meta
       cifar-100-python/       train, test, meta
+      svhn/                   train_32x32.mat, test_32x32.mat
       gtsrb/                  GTSRB/Training/<class>/*.ppm, GTSRB/Final_Test/Images/*.ppm, GT-final_test.csv
 
 Class names are refined as ILM-VP does ('aquarium_fish' -> 'aquarium fish'); GTSRB ships none, so its 43 are
-ILM-VP's (`GTSRB_CLASSES`). CIFAR's images are arrays inside pickles: `CifarPickles` decodes them once into
-PNG files in the tinyprompt cache, so that their Items are ordinary image files. SVHN, the remaining target
-of ILM-VP's tables, is refused by `tinyprompt.data.datasets.get_dataset` (its .mat files need scipy).
-Registered in `tinyprompt.data.datasets.DATASETS`.
+ILM-VP's (`GTSRB_CLASSES`); SVHN's are the digits '0'..'9', as ILM-VP names them. CIFAR's and SVHN's images are
+arrays inside pickles / MAT-files (`tinyprompt.data.matfile`, no scipy): `CifarPickles` and `SvhnMat` decode
+them once into PNG files in the tinyprompt cache, so that their Items are ordinary image files. Registered in
+`tinyprompt.data.datasets.DATASETS`.
 """
 import csv
 import hashlib
@@ -28,10 +29,11 @@ import numpy as np
 
 from tinyprompt.data.entry import Entry, class_folder_items
 from tinyprompt.data.folder import find_classes
+from tinyprompt.data.matfile import read_mat
 from tinyprompt.data.splits import Item
 from tinyprompt.io import cache_dir
 
-__all__ = ["CifarPickles", "GTSRBFolders", "GTSRB_CLASSES"]
+__all__ = ["CifarPickles", "SvhnMat", "GTSRBFolders", "GTSRB_CLASSES"]
 
 
 def _ilmvp_name(name: str) -> str:
@@ -83,6 +85,17 @@ def _write_pngs(folder: Path, images: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else a half-written or a second copy
 
 
+def _decoded(folder: str, digest: str, images: dict, labels: dict, classnames: list) -> dict:
+    """Splits of Items over the PNG files of `images` {split: (N, H, W, 3) uint8} in the cache folder of these
+    files' digest (written on first use); labels {split: N ints}."""
+    home = Path(os.path.abspath(cache_dir() / "datasets" / folder / digest[:16]))
+    if not home.is_dir():
+        _write_pngs(home, images)
+    splits = {split: [Item(str(home / split / f"{index:05d}.png"), label, classnames[label])
+                      for index, label in enumerate(labels[split])] for split in images}  # fmt: skip
+    return {"train": splits["train"], "val": [], "test": splits["test"]}
+
+
 @dataclass(frozen=True)
 class CifarPickles(Entry):
     """CIFAR-10 or CIFAR-100 in the official python pickles, torchvision's layout under the root:
@@ -123,12 +136,7 @@ class CifarPickles(Entry):
             parts = [self._batch(home / name, files[name], len(classnames)) for name in batches]
             images[split] = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             labels[split] = [label for _, part in parts for label in part]  # (N,) in file order
-        folder = Path(os.path.abspath(cache_dir() / "datasets" / self.folder / digest.hexdigest()[:16]))
-        if not folder.is_dir():
-            _write_pngs(folder, images)
-        splits = {split: [Item(str(folder / split / f"{index:05d}.png"), label, classnames[label])
-                          for index, label in enumerate(labels[split])] for split in images}
-        return {"train": splits["train"], "val": [], "test": splits["test"]}, classnames
+        return _decoded(self.folder, digest.hexdigest(), images, labels, classnames), classnames
 
     def _batch(self, path: Path, batch: dict, n_cls: int) -> tuple:
         """(data uint8 (N, 3072), labels list of N ints in 0..n_cls-1) of one batch, checked."""
@@ -143,6 +151,43 @@ class CifarPickles(Entry):
             raise ValueError(f"{path}: {self.labels!r} holds {wrong[:3]}, not labels 0..{n_cls - 1} of the "
                              f"{n_cls} classes of {self.meta}: use the files of one download")
         return data, labels
+
+
+@dataclass(frozen=True)
+class SvhnMat(Entry):
+    """SVHN's cropped digits in the official MAT-files, torchvision's layout (torchvision.datasets.SVHN's root):
+
+        svhn/    train_32x32.mat, test_32x32.mat
+
+    Each holds 'X', uint8 (32, 32, 3, N): image n is X[:, :, :, n], height x width x RGB; and 'y', (N, 1) the digit,
+    with 10 for the digit 0 (torchvision maps it to label 0, as here). Class names: ILM-VP's, '0'..'9'; no val
+    split. Decoded once into PNG files in the tinyprompt cache, as `CifarPickles` (read by `tinyprompt.data.matfile`,
+    level-5 MAT-files without scipy).
+    """
+
+    files: tuple = ("train_32x32.mat", "test_32x32.mat")  # the train, then the test file
+    source: ClassVar[str] = "torchvision's SVHN root"
+
+    def needs(self) -> tuple:
+        return self.files
+
+    def read(self, home: Path) -> tuple:
+        classnames, digest = [str(digit) for digit in range(10)], hashlib.sha256()
+        images, labels = {}, {}
+        for split, name in zip(("train", "test"), self.files):
+            digest.update(f"{name}:".encode() + hashlib.sha256((home / name).read_bytes()).digest())
+            arrays = read_mat(home / name, ["X", "y"])
+            pixels, digits = arrays["X"], arrays["y"].reshape(-1)
+            if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[:3] != (32, 32, 3):
+                raise ValueError(f"{home / name}: 'X' is {pixels.dtype} {pixels.shape}, not SVHN's uint8 (32, 32, 3, "
+                                 f"N): use the original {name}")  # fmt: skip
+            if len(digits) != pixels.shape[3] or not np.isin(digits, np.arange(1, 11)).all():
+                raise ValueError(f"{home / name}: 'y' must hold one digit 1..10 per image ({pixels.shape[3]}), it "
+                                 f"holds {len(digits)} values in {sorted(set(digits.tolist()))[:5]}...: use the "
+                                 f"original {name}")  # fmt: skip
+            images[split] = pixels.transpose(3, 0, 1, 2)  # (N, 32, 32, 3)
+            labels[split] = [int(d) % 10 for d in digits]  # 10 is the digit 0
+        return _decoded(self.folder, digest.hexdigest(), images, labels, classnames), classnames
 
 
 @dataclass(frozen=True)
