@@ -20,6 +20,7 @@ SUITES = {
     "kernels": ("bench.kernels", "Fused losses (sampled softmax CE, ranking) vs eager, torch.compile, reference twins"),
     "coop": ("bench.coop", "CoOp training step, official formulation vs tinyprompt (EOT truncation, shared prefix, cached features)"),
     "demo_threads": ("bench.demo_threads", "`tinyprompt demo --quick` wall time at 1 and 2 threads, alone and beside a CPU-busy process"),
+    "ops": ("bench.ops", "Dispatched aten ops per training step of every method vs its official formulation, at the CPU and CUDA knobs"),
 }
 
 

@@ -10,8 +10,9 @@ checkpointing's recomputation included) and the optimiser's, each as the kernel 
 
 Where the count differs from a GPU's: autocast's casts only appear where autocast runs (CUDA bf16 adds
 `_to_copy` ops), and a kernel with a Triton path (`tinyprompt.kernels`) runs its reference twin on CPU,
-plain PyTorch ops where CUDA launches a few Triton kernels. tests/test_opcount.py holds every method's step, at
-the encoding "auto" picks on CUDA, to no more ops than the official formulation its bench compares it with.
+plain PyTorch ops where CUDA launches a few Triton kernels. `python -m bench ops` (bench/ops.py) counts every
+method's step at the encoding "auto" picks on CPU and on CUDA beside the official formulation its bench compares
+it with; tests/test_opcount.py holds the CUDA choice to no more ops than the official one.
 """
 from collections import Counter
 
