@@ -218,6 +218,27 @@ def test_caption_id_files_never_run_code_and_say_what_is_wrong(tmp_path, monkeyp
         read_captions(tmp_path / "caps.txt", ids=[1])
 
 
+def test_limit_per_class_is_the_official_nuswide_rule():
+    """Against the official loop (datasets/nuswide_distill.py) on random label sets: each caption goes to the rarest
+    class it names (ties: the lower class index), each class keeps its first `limit` in corpus order."""
+    from tinyprompt.data.captions import limit_per_class
+
+    def official(labels, limit):
+        order = torch.argsort(labels.sum(0), stable=True)
+        by_class = {c: [] for c in range(labels.shape[1])}
+        for i, row in enumerate(labels):
+            by_class[next(c.item() for c in order if row[c] > 0.5)].append(i)
+        return [i for c in by_class for i in by_class[c][:limit]]
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        n, c = int(torch.randint(1, 60, (1,), generator=generator)), int(torch.randint(1, 8, (1,), generator=generator))
+        labels = (torch.rand(n, c, generator=generator) < 0.3).to(torch.uint8)
+        labels[labels.sum(1) == 0, 0] = 1  # labelled captions only, as label_captions keeps them
+        limit = int(torch.randint(1, 10, (1,), generator=generator))
+        assert limit_per_class(labels, limit).tolist() == official(labels, limit)
+
+
 def test_template_sentences():
     sentences, labels = template_sentences(["dog", "hot dog"], templates=["a bad photo of the {}.", "art of the {}."])
     assert len(sentences) == 2 * (9 + 2) and labels.shape == (22, 2)

@@ -205,9 +205,26 @@ def test_taidpt_learns_from_captions_and_reports_map_on_the_registry_test_set(tm
     assert "| method | voc2007 | average |" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="caption corpus .*missing.json does not exist: pass --captions"):
         main([*args[:6], "--captions", str(tmp_path / "missing.json"), "--datasets", "voc2007", "--out", str(tmp_path / "o")])
-    # without --captions: the corpus every official TaI-DPT dataset reads, DATAROOT/COCO/annotations/captions_train2017.json
+    # without --captions: the corpus the official TaI-DPT reads for each test set, under its README's DATAROOT
     with pytest.raises(FileNotFoundError, match=r"caption corpus .*COCO/annotations/captions_train2017\.json does not"):
         main([*args[:6], "--datasets", "voc2007", "--out", str(tmp_path / "o2")])
+
+
+def test_taidpt_learns_each_test_set_from_the_official_corpus(tmp_path):
+    """TaI-DPT's datasets/*_distill.py: VOC2007 and COCO2014 learn from COCO's 2017 train captions, NUS-WIDE from
+    OpenImages' localized narratives (its README's DATAROOT layout); --captions replaces both."""
+    from argparse import Namespace
+
+    from tinyprompt.commands.reproduce import _settings
+
+    args = Namespace(method="taidpt", root=tmp_path, captions=None, train_args="", quick=False, prompt=None,
+                     model="RN50", model_config=None)  # fmt: skip
+    corpus = _settings(args)["captions"]
+    assert corpus == {"voc2007": str(tmp_path / "COCO/annotations/captions_train2017.json"),
+                      "coco2014": str(tmp_path / "COCO/annotations/captions_train2017.json"),
+                      "nuswide": str(tmp_path / "OpenImages/captions/open_images_train_v6_captions.jsonl")}
+    mine = tmp_path / "mine.jsonl"
+    assert set(_settings(Namespace(**{**vars(args), "captions": mine}))["captions"].values()) == {str(mine)}
 
 
 def test_ilmvp_reports_each_sources_accuracy_per_target(root, tmp_path):

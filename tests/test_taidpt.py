@@ -421,8 +421,8 @@ def test_validation_is_held_out_from_the_captions(tmp_path):
     classes = get_class_list("voc")
     captions = [f"Picture {i} of a {['dog', 'cat', 'bus', 'sofa'][i % 4]}." for i in range(40)]
     (tmp_path / "caps.txt").write_text("\n".join(captions + ["A view of the sky."] * 3) + "\n")
-    args = Namespace(captions=tmp_path / "caps.txt", caption_ids=None, max_captions=None, seed=3, val_fraction=0.25,
-                     no_templates=False, photo_repeats=9)  # fmt: skip
+    args = Namespace(captions=tmp_path / "caps.txt", caption_ids=None, max_captions=None, max_per_class=None, seed=3,
+                     val_fraction=0.25, no_templates=False, photo_repeats=9)  # fmt: skip
     texts, targets, val_texts, val_targets, report = _sentences(args, classes)
     assert (report.total, report.kept, len(val_texts), len(texts)) == (43, 40, 10, 30 + 20 * 89)
     assert not set(val_texts) & set(texts) and sorted(val_texts + texts[:30]) == sorted(captions)
@@ -559,3 +559,26 @@ def test_recipe_trains_on_the_official_caption_sample(caption_world, tmp_path):
     assert {c: n for c, n in metrics["captions"]["per_class"].items() if n} == {w: named.count(w) for w in set(named)}
     with pytest.raises(ValueError, match="--caption-ids and --max-captions both choose the captions: pass one"):
         main([*args[:-4], "--max-captions", "4", "--out", str(tmp_path / "other"), "--device", "cpu"])
+
+
+def test_nuswide_keeps_at_most_1000_captions_per_rarest_class(tmp_path):
+    """The official NUS-WIDE corpus (datasets/nuswide_distill.py): each labelled caption counts for the rarest class
+    it names, and each class keeps its first max_sample_per_cls = 1000; --max-per-class sets it (0: no limit)."""
+    from argparse import Namespace
+
+    from tinyprompt.commands.recipes.taidpt import NUS_PER_CLASS, _sentences
+    from tinyprompt.data.classlists import get_class_list
+
+    assert NUS_PER_CLASS == 1000
+    classes = get_class_list("nuswide")
+    captions = [f"A cat and a dog, number {i}." for i in range(5)] + [f"A dog, number {i}." for i in range(4)]
+    (tmp_path / "caps.txt").write_text("\n".join(captions) + "\n")
+    args = Namespace(captions=tmp_path / "caps.txt", caption_ids=None, max_captions=None, max_per_class=2, seed=3,
+                     val_fraction=0.0, no_templates=True, photo_repeats=9)  # fmt: skip
+    texts, targets, _, _, report = _sentences(args, classes)
+    # cat is the rarer class (5 captions against dog's 9): the cat-and-dog captions count for cat, the rest for dog
+    assert texts == captions[:2] + captions[5:7]
+    assert (report.total, report.kept, report.over_limit) == (9, 4, 5)
+    assert "9 read, 4 kept, 0 dropped (no class named), 5 over the per-class limit" in report.format()
+    assert len(_sentences(Namespace(**{**vars(args), "max_per_class": 0}), classes)[0]) == 9  # no limit
+    assert len(_sentences(Namespace(**{**vars(args), "max_per_class": None}), classes)[0]) == 9  # 1000: all fit

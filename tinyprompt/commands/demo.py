@@ -403,7 +403,7 @@ downloaded once, sha256-verified); each is one resumable grid over datasets and 
   tinyprompt reproduce coop   --root DATA --model ViT-B/16    few-shot, base-to-new, cross-dataset, domain generalisation
   tinyprompt reproduce ship   --root DATA --model ViT-B/16    base-to-new
   tinyprompt reproduce pomp   --root DATA --model ViT-B/16 --prompt runs/pomp/prompt.pt    transfer of the prompt
-  tinyprompt reproduce taidpt --root DATA --model RN50        multi-label mAP, learned from COCO captions
+  tinyprompt reproduce taidpt --root DATA --model RN50        multi-label mAP, learned from captions
   tinyprompt reproduce ilmvp  --root DATA --model ViT-B/32    visual prompting per target task
   tinyprompt train pomp --model ViT-B/16 --data DATA/imagenet21k/train --classes DATA/imagenet21k/names.tsv --out runs/pomp
 Offline dry run of the same path: tinyprompt reproduce coop --root runs/synthetic-data --synthetic-data --model synthetic --quick

@@ -66,9 +66,11 @@ CLASS_LISTS = {"voc2007": "voc2007", "coco2014": "coco", "nuswide": "nuswide"}  
 # ILM-VP's image side for a CNN source (data/prepare_data.py, prepare_expansive_data): the 32-pixel sets at 32, the
 # others resized to 128 (the recipe's --image-size default); a CLIP source takes CLIP's own preprocessing
 VP_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "gtsrb": 32}
-# TaI-DPT's caption corpus under --root: the official datasets/{voc2007,coco2014,nuswide}_distill.py all read
-# DATAROOT/COCO/annotations/captions_train2017.json (MS-COCO's 2017 train captions, for every test set)
-CAPTIONS = "COCO/annotations/captions_train2017.json"
+# TaI-DPT's caption corpus per test set under --root (the official datasets/*_distill.py and its README's DATAROOT):
+# MS-COCO's 2017 train captions for VOC2007 and COCO2014, OpenImages' localized narratives for NUS-WIDE
+COCO_CAPTIONS = "COCO/annotations/captions_train2017.json"
+CAPTIONS = {"voc2007": COCO_CAPTIONS, "coco2014": COCO_CAPTIONS,
+            "nuswide": "OpenImages/captions/open_images_train_v6_captions.jsonl"}
 # --quick: a grid small enough for CI on 2 CPU cores (a smoke test of the whole path, not the papers' numbers)
 QUICK = {"shots": (1, 2), "seeds": (1, 2),
          "train_args": {"coop": "--epochs 2 --views 2", "pomp": "--epochs 2 --views 2", "taidpt": "--epochs 2",
@@ -95,7 +97,9 @@ def add_args(parser) -> None:
     parser.add_argument("--prompt", type=Path, default=None, help="pomp: the pre-trained prompt to evaluate "
                         "(prompt.pt of `tinyprompt train pomp`, or POMP's release after `tinyprompt import-prompt`)")  # fmt: skip
     parser.add_argument("--captions", type=Path, default=None,
-                        help=f"taidpt: the caption corpus the prompts learn from; default: --root/{CAPTIONS}")
+                        help=f"taidpt: the caption corpus the prompts of every test set learn from; default: "
+                             f"TaI-DPT's, --root/{CAPTIONS['voc2007']} (VOC2007, COCO2014) and --root/"
+                             f"{CAPTIONS['nuswide']} (NUS-WIDE)")  # fmt: skip
     parser.add_argument("--sources", nargs="+", default=None, help="ilmvp: source classifiers, as `tinyprompt train "
                         "ilmvp --source` takes them (clip:NAME, torchvision:NAME, a TorchScript file); default: "
                         "clip:--model")  # fmt: skip
@@ -116,13 +120,13 @@ def add_args(parser) -> None:
 def _settings(args) -> dict:
     """What defines the grid's numbers; a --out made with other settings is refused (its results would mix)."""
     train_args = args.train_args or (QUICK["train_args"].get(args.method, "") if args.quick else "")
-    captions = args.captions or Path(args.root) / CAPTIONS
+    captions = {name: str((args.captions or Path(args.root) / path).resolve()) for name, path in CAPTIONS.items()}
     prompt = None
     if args.prompt is not None:  # by content: a prompt retrained in place must not reuse the old one's numbers
         prompt = {"path": str(args.prompt.resolve()), "sha256": hashlib.sha256(args.prompt.read_bytes()).hexdigest()}
     return {"method": args.method, "model": str(args.model), "model_config": args.model_config,
             "root": str(Path(args.root).resolve()), "train_args": shlex.split(train_args), "prompt": prompt,
-            "captions": str(captions.resolve()) if args.method == "taidpt" else None}  # fmt: skip
+            "captions": captions if args.method == "taidpt" else None}  # fmt: skip
 
 
 def _claim(out: Path, settings: dict) -> None:
@@ -198,8 +202,8 @@ def _train(args, run, folder: Path, settings: dict) -> None:
     if args.model_config is not None:  # the checkpoint path's open_clip config (ILM-VP: of a clip:PATH source)
         argv += ["--model-config", str(args.model_config)]
     if recipe is taidpt:  # learned from captions, with the test set's class names; its recipe measures the mAP
-        argv += ["--model", str(args.model), "--captions", settings["captions"], "--classes", CLASS_LISTS[run.dataset],
-                 "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
+        argv += ["--model", str(args.model), "--captions", settings["captions"][run.dataset], "--classes",
+                 CLASS_LISTS[run.dataset], "--eval-dataset", run.dataset, "--root", str(args.root)]  # fmt: skip
     elif recipe is ilmvp:
         argv += ["--source", run.source, "--dataset", run.dataset, "--root", str(args.root), "--shots", str(run.shots)]
         if not run.source.startswith("clip:") and run.dataset in VP_IMAGE_SIZE:
@@ -252,9 +256,10 @@ def run(args) -> int:
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}; or choose the datasets you have with --datasets (cross-dataset and domain "
                                     f"generalisation also need imagenet, their source) and --protocol") from None
-    if settings["captions"] is not None and not Path(settings["captions"]).is_file():
-        raise FileNotFoundError(f"the caption corpus {settings['captions']} does not exist: pass --captions FILE "
-                                f"(COCO captions .json, .jsonl or one caption per line)")  # fmt: skip
+    for name in needed if settings["captions"] is not None else ():
+        if name in CAPTIONS and not Path(settings["captions"][name]).is_file():
+            raise FileNotFoundError(f"the caption corpus {settings['captions'][name]} does not exist: pass --captions "
+                                    f"FILE (COCO captions .json, .jsonl or one caption per line)")  # fmt: skip
     out = args.out or Path(f"reproduce-{args.method}")
     _claim(out, settings)
 

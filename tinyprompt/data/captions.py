@@ -19,7 +19,8 @@ Which captions: the official code does not train on the whole COCO corpus but on
 annotation ids in `coco_caption_text_embed_sampled_idx.pkl` (a file of its repository), taken in that order from
 `COCO/annotations/captions_train2017.json`. `read_captions(path, ids=read_caption_ids(file))` reads the same
 sample; `read_caption_ids` reads such a pickle without running code from it (only lists, tuples, sets and numpy
-arrays of integers are rebuilt), or the ids as a JSON list or one per line.
+arrays of integers are rebuilt), or the ids as a JSON list or one per line. For NUS-WIDE it reads OpenImages'
+localized narratives and keeps at most 1000 labelled ones per class (`limit_per_class`).
 """
 import io
 import json
@@ -38,6 +39,7 @@ __all__ = [
     "label_captions",
     "read_captions",
     "read_caption_ids",
+    "limit_per_class",
     "template_sentences",
 ]
 
@@ -159,15 +161,18 @@ class LabelMatcher:
 
 @dataclass
 class CaptionReport:
-    """How many captions were read, kept (they name a class) and kept per class."""
+    """How many captions were read, kept (they name a class, within the per-class limit) and kept per class."""
 
     classnames: list
     total: int
     kept: int
     per_class: list  # (C,) number of kept captions that carry each class
+    over_limit: int = 0  # captions that named a class but were beyond their class's limit (`limit_per_class`)
 
     def format(self) -> str:
-        lines = [f"captions: {self.total} read, {self.kept} kept, {self.total - self.kept} dropped (no class named)"]
+        unnamed = self.total - self.kept - self.over_limit
+        lines = [f"captions: {self.total} read, {self.kept} kept, {unnamed} dropped (no class named)"
+                 + (f", {self.over_limit} over the per-class limit" if self.over_limit else "")]
         width = max(len(n) for n in self.classnames)
         lines += [f"  {n:<{width}}  {k}" for n, k in zip(self.classnames, self.per_class)]
         return "\n".join(lines)
@@ -253,6 +258,23 @@ def read_captions(path, format: str = "auto", ids=None) -> list:
     if not captions:
         raise ValueError(f"caption file {path} holds no captions")
     return captions
+
+
+def limit_per_class(labels: torch.Tensor, limit: int) -> torch.Tensor:
+    """Indices of the captions kept when each class keeps at most `limit`: TaI-DPT's NUS-WIDE corpus rule
+    (datasets/nuswide_distill.py, max_sample_per_cls = 1000). Each caption counts for the rarest class it names
+    (fewest captions in `labels` (N, C); ties by class index: the official unstable argsort leaves them open), and
+    each class keeps its first `limit` captions in corpus order. Returns the indices class by class, as the
+    official list is built; a caption keeps all its labels."""
+    counts = labels.sum(0, dtype=torch.long)
+    order = torch.argsort(counts, stable=True)  # rarest class first
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    # the rarest class each caption names: its labelled class of lowest rank (-1: a caption that names none)
+    owner = torch.where(labels.bool(), rank, len(order)).argmin(1)  # (N,) class indices
+    owner[~labels.bool().any(1)] = -1
+    kept = [torch.nonzero(owner == c).flatten()[:limit] for c in range(labels.shape[1])]
+    return torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
 
 
 class _IdsUnpickler(pickle.Unpickler):

@@ -6,8 +6,9 @@ SGD lr 1e-4 (NUS-WIDE 1e-3), momentum 0.9, weight decay 5e-4, one warm-up epoch 
 then cosine; 20 epochs; batch 512 sentences; 16 context vectors per branch; test temperature 40
 (NUS-WIDE 4). Training sentences: the captions that name a class (labels from the text,
 `tinyprompt.data.captions`), plus per class 9 x "a photo of a {}." and the 80 ImageNet templates. The official
-runs read a fixed sample of COCO's 2017 train captions (`--caption-ids` with its repository's
-coco_caption_text_embed_sampled_idx.pkl); without it every caption of --captions is used.
+VOC2007 and COCO2014 runs read a fixed sample of COCO's 2017 train captions (`--caption-ids` with its repository's
+coco_caption_text_embed_sampled_idx.pkl; without it every caption of --captions is used); the NUS-WIDE runs read
+OpenImages' localized narratives, at most 1000 labelled ones per class (`--max-per-class`, its default there).
 
 Model selection uses a validation split held out from the captions (mAP of the merged caption scores),
 never the test images (the official code validates on every 10th test image). Speed: the caption
@@ -30,7 +31,8 @@ from tinyprompt.commands.args import (REQUIRED, int_at_least, non_negative_float
                                       resolve_device)
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, prepare_out, text_chunk_arg, train_config)
-from tinyprompt.data.captions import label_captions, read_caption_ids, read_captions, template_sentences
+from tinyprompt.data.captions import (CaptionReport, label_captions, limit_per_class, read_caption_ids,
+                                     read_captions, template_sentences)
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.datasets import DATASETS
 from tinyprompt.data.datasets import load as load_dataset
@@ -46,6 +48,7 @@ from tinyprompt.tokenizer import tokenize_for
 from tinyprompt.transforms import clip_preprocess, model_preprocessing
 
 NUS = "nuswide"
+NUS_PER_CLASS = 1000  # the official NUS-WIDE reader's max_sample_per_cls (datasets/nuswide_distill.py)
 CACHE_FORMAT = 1  # bump when the stored caption-feature layout changes
 FIELDS = ("global_feats", "token_feats", "lengths", "offsets")
 
@@ -63,6 +66,10 @@ def add_args(parser) -> None:
                            "captions_train2017.json (also a JSON list or one id per line); default all")  # fmt: skip
     data.add_argument("--max-captions", type=int_at_least(1), default=None,
                       help="use a random subset of this many captions (drawn with --seed); default all")
+    data.add_argument("--max-per-class", type=int_at_least(0), default=None,
+                      help="keep at most this many labelled captions per class, each counted for the rarest class it "
+                           "names, in corpus order (None: the official 1000 for nuswide, no limit for the others; "
+                           "0: no limit)")  # fmt: skip
     data.add_argument("--val-fraction", type=non_negative_float, default=0.05,
                       help="fraction of the labelled captions held out for model selection (0 = none)")
     data.add_argument("--photo-repeats", type=int_at_least(0), default=9,
@@ -142,6 +149,12 @@ def _sentences(args, classes):
     kept, labels, report = label_captions(captions, classes.classnames, classes.synonyms, max_words=max_words)
     if not kept:
         raise ValueError(f"no caption in {args.captions} names a class of {classes.name!r}: check --classes")
+    limit = args.max_per_class if args.max_per_class is not None else NUS_PER_CLASS if classes.name == NUS else 0
+    if limit:  # the official NUS-WIDE corpus: OpenImages' narratives, at most 1000 per (rarest) class
+        keep = limit_per_class(labels, limit)
+        over = len(kept) - len(keep)
+        kept, labels = [kept[i] for i in keep.tolist()], labels[keep]
+        report = CaptionReport(report.classnames, report.total, len(kept), labels.sum(0).tolist(), over)
     order = torch.randperm(len(kept), generator=generator)
     n_val = min(len(kept) - 1, round(args.val_fraction * len(kept)))
     val, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
