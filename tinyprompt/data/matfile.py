@@ -63,11 +63,12 @@ def _matrix(payload: bytes, order: str, path: Path):
     return name, flags & 0xFF, flags, dims, parts[3] if len(parts) > 3 else None
 
 
-def read_mat(path, names) -> dict:
+def read_mat(path, names, data: bytes | None = None) -> dict:
     """{name: numpy array} of the numeric arrays `names` in the level-5 MAT-file `path` (MATLAB's shape, as
-    `scipy.io.loadmat` returns them); a missing name, another format or a damaged file get one clear error."""
+    `scipy.io.loadmat` returns them); a missing name, another format or a damaged file get one clear error.
+    `data`: the file's bytes where the caller has read them already (`path` then only names it in errors)."""
     path = Path(path)
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     if data[:8] == b"\x89HDF\r\n\x1a\n" or data[512:520] == b"\x89HDF\r\n\x1a\n":
         raise ValueError(f"{path} is a MATLAB 7.3 (HDF5) file, not a level-5 MAT-file: save it again with "
                          f"save(..., '-v7'), or use the original download")  # fmt: skip

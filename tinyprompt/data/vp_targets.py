@@ -175,8 +175,9 @@ class SvhnMat(Entry):
         classnames, digest = [str(digit) for digit in range(10)], hashlib.sha256()
         images, labels = {}, {}
         for split, name in zip(("train", "test"), self.files):
-            digest.update(f"{name}:".encode() + hashlib.sha256((home / name).read_bytes()).digest())
-            arrays = read_mat(home / name, ["X", "y"])
+            raw = (home / name).read_bytes()  # read once: hashed, then decoded
+            digest.update(f"{name}:".encode() + hashlib.sha256(raw).digest())
+            arrays = read_mat(home / name, ["X", "y"], raw)
             pixels, digits = arrays["X"], arrays["y"].reshape(-1)
             if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[:3] != (32, 32, 3):
                 raise ValueError(f"{home / name}: 'X' is {pixels.dtype} {pixels.shape}, not SVHN's uint8 (32, 32, 3, "

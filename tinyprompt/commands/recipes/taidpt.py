@@ -23,6 +23,7 @@ metrics.json (per-epoch logs, caption statistics, and test mAP of the final and 
 import hashlib
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,8 +32,8 @@ from tinyprompt.commands.args import (REQUIRED, int_at_least, non_negative_float
                                       resolve_device)
 from tinyprompt.commands.recipes import (FLAGS, TEXT_CHUNK_HELP, add_compile_arg, add_model_arg, add_run_args,
                                          add_sgd_args, prepare_out, text_chunk_arg, train_config)
-from tinyprompt.data.captions import (CaptionReport, label_captions, limit_per_class, read_caption_ids,
-                                     read_captions, template_sentences)
+from tinyprompt.data.captions import (label_captions, limit_per_class, read_caption_ids, read_captions,
+                                     template_sentences)
 from tinyprompt.data.classlists import get_class_list
 from tinyprompt.data.datasets import DATASETS
 from tinyprompt.data.datasets import load as load_dataset
@@ -152,9 +153,8 @@ def _sentences(args, classes):
     limit = args.max_per_class if args.max_per_class is not None else NUS_PER_CLASS if classes.name == NUS else 0
     if limit:  # the official NUS-WIDE corpus: OpenImages' narratives, at most 1000 per (rarest) class
         keep = limit_per_class(labels, limit)
-        over = len(kept) - len(keep)
-        kept, labels = [kept[i] for i in keep.tolist()], labels[keep]
-        report = CaptionReport(report.classnames, report.total, len(kept), labels.sum(0).tolist(), over)
+        over, kept, labels = len(kept) - len(keep), [kept[i] for i in keep.tolist()], labels[keep]
+        report = replace(report, kept=len(kept), per_class=labels.sum(0).tolist(), over_limit=over)
     order = torch.randperm(len(kept), generator=generator)
     n_val = min(len(kept) - 1, round(args.val_fraction * len(kept)))
     val, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
