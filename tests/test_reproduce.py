@@ -348,6 +348,11 @@ def test_eval_runs_an_ilmvp_prompt_through_its_runs_source(root, tmp_path):
     with pytest.raises(ValueError, match="an ILM-VP label mapping holds for its own target classes"):
         main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "eurosat", "--root",
               str(root)])  # fmt: skip
+    source = (out / "source.json").read_text()  # a resume through another source is refused, and leaves it as it was
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint.pt: the training data changed \(source: "):
+        main(["train", "ilmvp", "--source", "clip:synthetic", "--dataset", "dtd", "--root", str(root), "--pad", "6",
+              "--epochs", "1", "--out", str(out), "--resume"])  # fmt: skip
+    assert (out / "source.json").read_text() == source
     (out / "source.json").unlink()
     with pytest.raises(FileNotFoundError, match="source.json does not exist: an ILM-VP prompt works only through"):
         main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "dtd", "--root", str(root)])

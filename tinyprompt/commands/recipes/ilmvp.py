@@ -157,16 +157,15 @@ def evaluate(model, loader, device) -> float:
 def run(args) -> int:
     prepare_out(args)
     device = resolve_device(args.device)
-    if is_main_process():  # what rebuilds the model around the saved prompt (tinyprompt eval)
-        with atomic_write(args.out / SOURCE_FILE, "w") as f:
-            json.dump({flag: getattr(args, flag) for flag in SOURCE_FLAGS}, f, indent=1)
+    source = {flag: getattr(args, flag) for flag in SOURCE_FLAGS}  # what rebuilds the model around the prompt
     splits, classnames, root = load_run_data(args)
     train_items = few_shot(splits["train"], args.shots, args.seed)
     torch.manual_seed(args.seed)
     model, transform, kind = build_model(args, classnames, device)
-    # what defines the training data, so that a --resume on other data is refused
+    # what defines the training data and the source it passes through, so that a --resume on others is refused
     fingerprint = {"classnames": classnames, "train_items": item_list(train_items, root), "shots": args.shots,
-                   "seed": args.seed, "image_size": args.image_size if kind == "cnn" else None}  # fmt: skip
+                   "seed": args.seed, "image_size": args.image_size if kind == "cnn" else None,
+                   "source": {flag: str(value) for flag, value in source.items() if flag != "image_size"}}  # fmt: skip
     defaults = DEFAULTS[kind]
     train_data = ImageDataset(train_items, transform)
 
@@ -187,8 +186,11 @@ def run(args) -> int:
                    eval_fn=(lambda m: {eval_name: evaluate(m, eval_loader, device)}) if eval_loader else None,
                    epoch_start_fn=lambda m, epoch: m.update_mapping(mapping_loader, epoch), device=device,
                    overwrite=args.overwrite, data_fingerprint=fingerprint, flags=FLAGS)
-    if is_main_process() and splits["test"]:
-        _test(model, loader(splits["test"], args.batch_size), device, args.out, result)
+    if is_main_process():  # beside prompt.pt, once this run's prompt is written (tinyprompt eval reads it)
+        with atomic_write(args.out / SOURCE_FILE, "w") as f:
+            json.dump(source, f, indent=1)
+        if splits["test"]:
+            _test(model, loader(splits["test"], args.batch_size), device, args.out, result)
     return 0
 
 
