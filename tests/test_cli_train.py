@@ -136,6 +136,32 @@ def test_images_are_normalised_as_the_checkpoint_was_trained(world, tmp_path, mo
     assert type(transforms[0]).__name__ == "TrainTransform"
 
 
+def test_base_subsample_is_drawn_as_cocoop_draws_it(world, tmp_path, monkeypatch):
+    """CoCoOp's order: the few-shot draw over all classes, then its base half, so the base run trains on the base
+    classes' images of the all-class run (the same seed), relabelled from 0."""
+    from tinyprompt.commands.recipes import coop
+
+    drawn = {}
+
+    class Drawn(Exception):
+        pass
+
+    def encode(encoder, items, transform, *args, **kwargs):  # the train views, then val: record the items, stop
+        drawn.setdefault(subset, []).append([(item.path, item.label) for item in items])
+        if len(drawn[subset]) == 2:
+            raise Drawn
+        return torch.zeros(kwargs.get("views", 1), len(items), 16)
+
+    monkeypatch.setattr(coop, "cached_features", encode)
+    for subset in ("all", "base"):
+        with pytest.raises(Drawn):
+            main(train_args(world, tmp_path / subset, "--subsample", subset, "--shots", "1"))
+    for part in ("train", "val"):  # one image per class each (val: min(4, shots) of its 2)
+        base, every = (drawn[subset][part == "val"] for subset in ("base", "all"))
+        assert base == [(path, label) for path, label in every if label < 2], part  # 3 classes: base 0, 1
+        assert len(base) == 2, part
+
+
 def test_reencode_and_folder_layout(world, tmp_path):
     """The official per-step augmentation path, on train/ val/ test/ folders instead of a split file."""
     model, root, _ = world

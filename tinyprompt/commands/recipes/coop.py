@@ -126,8 +126,11 @@ def run(args) -> int:
     prepare_out(args)
     device = resolve_device(args.device)
     splits, classnames, root = load_run_data(args)
-    splits, classnames = subsample_classes(splits, classnames, args.subsample)
+    # CoCoOp's order: the few-shot draw over all classes, then the base / new half of it
     train_items, val_items = few_shot_splits(splits["train"], splits["val"], args.shots, args.seed)
+    drawn = {**splits, "train": train_items, "val": val_items}
+    splits, classnames = subsample_classes(drawn, classnames, args.subsample)
+    train_items, val_items = splits["train"], splits["val"]
     # what defines the training data, so that a --resume on other data is refused
     fingerprint = {"classnames": classnames, "train_items": item_list(train_items, root),
                    "val_items": item_list(val_items, root), "shots": args.shots, "seed": args.seed, "subsample": args.subsample,
