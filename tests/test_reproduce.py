@@ -205,6 +205,12 @@ def test_taidpt_learns_from_captions_and_reports_map_on_the_registry_test_set(tm
     assert "| method | voc2007 | average |" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="caption corpus .*missing.json does not exist: pass --captions"):
         main([*args[:6], "--captions", str(tmp_path / "missing.json"), "--datasets", "voc2007", "--out", str(tmp_path / "o")])
+    # the recipe reads a registered test set as TaI-DPT does: the flags of a --eval-data file would be ignored there
+    with pytest.raises(ValueError, match=r"--eval-split, --difficult ignore apply to --eval-data; --eval-dataset voc2007 "
+                                         r"is read as TaI-DPT reads it"):
+        main(["train", "taidpt", "--model", "synthetic", "--captions", str(captions), "--classes", "voc2007",
+              "--eval-dataset", "voc2007", "--root", str(tmp_path / "data"), "--eval-split", "val", "--difficult",
+              "ignore", "--out", str(tmp_path / "o3")])  # fmt: skip
     # without --captions: the corpus the official TaI-DPT reads for each test set, under its README's DATAROOT
     with pytest.raises(FileNotFoundError, match=r"caption corpus .*COCO/annotations/captions_train2017\.json does not"):
         main([*args[:6], "--datasets", "voc2007", "--out", str(tmp_path / "o2")])
@@ -328,9 +334,14 @@ def test_eval_scores_a_taidpt_prompt_with_map(tmp_path):
     with torch.no_grad():
         scores = model(images)[2]  # (N, C) merged
     assert result["map_merged"] == pytest.approx(mean_average_precision(scores, data.labels, data.ignore)[0], abs=1e-3)
+    voc = tmp_path / "data" / "VOCdevkit" / "VOC2007"  # as a folder, it is scored on its test split, as read
+    for flags in (["--subset", "val"], ["--split", "split.json"], ["--classes", "names.txt"]):
+        with pytest.raises(ValueError, match=r"VOC2007 is scored as read .*: --split, --classes and --subset are for "
+                                             r"single-label data; for another split .* --dataset NAME --root DATA"):
+            main(["eval", "--prompt", str(tmp_path / "taidpt.pt"), "--model", "synthetic", "--data", str(voc), *flags])
+    coop = CoOp(clip, data.classnames).prompt_state_dict()
+    torch.save(coop, tmp_path / "coop.pt")
     with pytest.raises(ValueError, match="is multi-label: a coop prompt gives single-label accuracy"):
-        coop = CoOp(clip, data.classnames).prompt_state_dict()
-        torch.save(coop, tmp_path / "coop.pt")
         main(["eval", "--prompt", str(tmp_path / "coop.pt"), "--model", "synthetic", "--dataset", "voc2007",
               "--root", str(tmp_path / "data")])  # fmt: skip
 

@@ -60,6 +60,10 @@ def _multilabel(args, state, device) -> int:
         if data is None:
             raise ValueError(f"{args.dataset} has no {args.subset} split: use --subset test")
     else:  # a COCO instances .json, a VOC2007 or NUS-WIDE folder, or a CSV/JSONL label list
+        if args.split is not None or args.classes is not None or args.subset != "test":
+            raise ValueError(f"--data {args.data} is scored as read (a VOC2007 or NUS-WIDE folder: its test split): "
+                             f"--split, --classes and --subset are for single-label data; for another split of a "
+                             f"registered set pass --dataset NAME --root DATA --subset SPLIT")  # fmt: skip
         data, source = read_multilabel(args.data), str(args.data)
     clip, _ = load(args.model, device=device, config=args.model_config)
     model = load_prompt(clip, state, data.classnames, text_chunk=args.text_chunk)

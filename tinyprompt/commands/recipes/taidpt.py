@@ -216,6 +216,12 @@ def run(args) -> int:
         test_data = read_multilabel(args.eval_data, args.eval_image_root, args.eval_split, args.difficult)
         columns = classes.align(test_data.classnames, f"--eval-data {args.eval_data}")
     elif args.eval_dataset is not None:
+        given = {"--eval-split": args.eval_split, "--eval-image-root": args.eval_image_root,
+                 "--difficult ignore": args.difficult == "ignore"}
+        ignored = [flag for flag, value in given.items() if value]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} apply to --eval-data; --eval-dataset {args.eval_dataset} is read "
+                             f"as TaI-DPT reads it (its test split, VOC's difficult-only objects negative): drop them")
         test_data = load_dataset(args.eval_dataset, args.root)[0]["test"]
         columns = classes.align(test_data.classnames, f"--eval-dataset {args.eval_dataset}")
     prepare_out(args)
