@@ -159,7 +159,8 @@ def test_zeroshot_on_a_split_file_subset(root, capsys):
                  "--subset", "val"]) == 0  # fmt: skip
     n_val = len(json.loads(split.read_text())["val"])
     assert f"{n_val} images" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="--split needs --data"):
+    with pytest.raises(ValueError, match="--split is for --data, the folder its image paths start from; --dataset dtd "
+                                         "reads its own split file: drop --split"):
         main(["zeroshot", "--model", "synthetic", "--dataset", "dtd", "--root", str(root), "--split", str(split)])
 
 

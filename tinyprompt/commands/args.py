@@ -119,13 +119,19 @@ def single_label_dataset(name: str, root, what: str) -> tuple:
     return load_dataset(name, root)
 
 
+def check_data_source(args, data: str) -> None:
+    """--data (`data` says what it holds) or --dataset with --root name exactly one source of images; --split is
+    --data's: a --dataset reads its own split file."""
+    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
+        raise ValueError(f"pass either --data {data} or --dataset NAME with --root DATA")
+    if args.split is not None and args.data is None:
+        raise ValueError(f"--split is for --data, the folder its image paths start from; --dataset {args.dataset} "
+                         f"reads its own split file: drop --split")  # fmt: skip
+
+
 def check_eval_data_args(args) -> None:
     """The arguments `add_eval_data_args` adds name one source of images, and --classes only where it applies."""
-    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
-        raise ValueError("pass either --data FOLDER (one sub-folder per class, or the image root of --split) or "
-                         "--dataset NAME with --root DATA")  # fmt: skip
-    if args.split is not None and args.data is None:
-        raise ValueError("--split needs --data, the folder its image paths start from")
+    check_data_source(args, "FOLDER (one sub-folder per class, or the image root of --split)")
     if (args.dataset is not None or args.split is not None) and args.classes is not None:
         raise ValueError("--classes renames class folders; a --dataset or --split names its own classes: drop --classes")
 

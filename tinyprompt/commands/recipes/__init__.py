@@ -9,8 +9,8 @@ import argparse
 import os
 from pathlib import Path
 
-from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, int_at_least, non_negative_float, positive_float,
-                                      single_label_dataset)
+from tinyprompt.commands.args import (REQUIRED, add_model_config_arg, check_data_source, int_at_least,
+                                      non_negative_float, positive_float, single_label_dataset)
 from tinyprompt.data.datasets import DATASETS
 from tinyprompt.data.folder import find_classes
 from tinyprompt.data.splits import classnames_from_items, folder_items, read_split_file
@@ -112,13 +112,9 @@ def prepare_out(args, stages=("",)) -> None:
 
 def load_run_data(args) -> tuple[dict, list, Path]:
     """(splits, class names, root of the item paths) of a run: --dataset under --root, or --data (with --split)."""
-    if (args.data is None) == (args.dataset is None) or (args.dataset is None) != (args.root is None):
-        raise ValueError("pass either --data (with --split, or train/ and test/ class folders) or --dataset NAME "
-                         "with --root DATA")  # fmt: skip
+    check_data_source(args, "FOLDER (with --split, or train/ and test/ class folders)")
     if args.dataset is None:
         return (*load_splits(args.data, args.split), Path(args.data))
-    if args.split is not None:
-        raise ValueError(f"--split is for --data; --dataset {args.dataset} reads its own split file: drop --split")
     what = "this recipe trains single-label classification"
     return (*single_label_dataset(args.dataset, args.root, what), Path(args.root))
 
