@@ -85,14 +85,14 @@ def _write_pngs(folder: Path, images: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else a half-written or a second copy
 
 
-def _decoded(folder: str, digest: str, images: dict, labels: dict, classnames: list) -> dict:
-    """Splits of Items over the PNG files of `images` {split: (N, H, W, 3) uint8} in the cache folder of these
-    files' digest (written on first use); labels {split: N ints}."""
+def _decoded(folder: str, digest: str, images, labels: dict, classnames: list) -> dict:
+    """Splits of Items over the PNG files of `images()` {split: (N, H, W, 3) uint8}, in the cache folder of these
+    files' digest: the pixels are assembled only the first time, when that folder is written; labels {split: N ints}."""
     home = Path(os.path.abspath(cache_dir() / "datasets" / folder / digest[:16]))
     if not home.is_dir():
-        _write_pngs(home, images)
+        _write_pngs(home, images())
     splits = {split: [Item(str(home / split / f"{index:05d}.png"), label, classnames[label])
-                      for index, label in enumerate(labels[split])] for split in images}  # fmt: skip
+                      for index, label in enumerate(labels[split])] for split in labels}  # fmt: skip
     return {"train": splits["train"], "val": [], "test": splits["test"]}
 
 
@@ -131,11 +131,15 @@ class CifarPickles(Entry):
             digest.update(f"{name}:{len(raw)}:".encode() + raw)
             files[name] = _unpickle(home / name, raw)
         classnames = [_ilmvp_name(name.decode()) for name in _entry(files[self.meta], self.names, home / self.meta)]
-        images, labels = {}, {}
+        parts, labels = {}, {}
         for split, batches in (("train", self.train), ("test", (self.test,))):
-            parts = [self._batch(home / name, files[name], len(classnames)) for name in batches]
-            images[split] = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            labels[split] = [label for _, part in parts for label in part]  # (N,) in file order
+            parts[split] = [self._batch(home / name, files[name], len(classnames)) for name in batches]
+            labels[split] = [label for _, part in parts[split] for label in part]  # (N,) in file order
+
+        def images():  # (N, 32, 32, 3): rows of 1024 red, green, blue values
+            return {split: np.concatenate([data for data, _ in p]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                    for split, p in parts.items()}  # fmt: skip
+
         return _decoded(self.folder, digest.hexdigest(), images, labels, classnames), classnames
 
     def _batch(self, path: Path, batch: dict, n_cls: int) -> tuple:
@@ -188,7 +192,7 @@ class SvhnMat(Entry):
                                  f"original {name}")  # fmt: skip
             images[split] = pixels.transpose(3, 0, 1, 2)  # (N, 32, 32, 3)
             labels[split] = [int(d) % 10 for d in digits]  # 10 is the digit 0
-        return _decoded(self.folder, digest.hexdigest(), images, labels, classnames), classnames
+        return _decoded(self.folder, digest.hexdigest(), lambda: images, labels, classnames), classnames
 
 
 @dataclass(frozen=True)
