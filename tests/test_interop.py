@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from golden import GOLDEN, needs_vocab
+from test_methods_registry import assert_same_state, trained
 from torch import nn
 
 import tinyprompt
@@ -33,25 +34,6 @@ NAMES, OTHER = ["cat", "golden_retriever", "a (b)"], ["tabby cat", "boeing 747"]
 def clip():
     torch.manual_seed(0)
     return CLIP(16, 32, 1, 64, 16, 77, 49408, 32, 2, 2).eval()  # text width 32, embed 16
-
-
-def trained(module):
-    """The module with its learned tensors moved off their init (what a file of a trained prompt holds)."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=generator))
-    return module
-
-
-def assert_same_state(got: dict, want: dict):
-    assert sorted(got) == sorted(want)
-    for key, value in want.items():
-        if torch.is_tensor(value):
-            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
-        else:
-            assert got[key] == value, key
 
 
 def one_line_error(call, *fragments):

@@ -51,14 +51,19 @@ BUILDS = {  # a tiny model of every method, its learned tensors moved off their 
 }
 
 
-def trained_state(clip, name) -> dict:
-    torch.manual_seed(1)
-    model = BUILDS[name](clip)
+def trained(module):
+    """The module with its learned tensors moved off their init (what a file of a trained prompt holds)."""
+    generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for p in model.parameters():
+        for p in module.parameters():
             if p.requires_grad:
-                p.add_(torch.randn_like(p))
-    return model.prompt_state_dict()
+                p.add_(torch.randn(p.shape, generator=generator))
+    return module
+
+
+def trained_state(clip, name) -> dict:
+    torch.manual_seed(1)  # the module's own init
+    return trained(BUILDS[name](clip)).prompt_state_dict()
 
 
 def assert_same_state(got: dict, want: dict):

@@ -370,7 +370,7 @@ def test_eval_runs_an_ilmvp_prompt_through_its_runs_source(root, tmp_path):
         main(["eval", "--prompt", str(out / "prompt.pt"), "--model", "synthetic", "--dataset", "dtd", "--root", str(root)])
 
 
-def test_a_given_prompt_changed_in_place_is_refused(grid, root, tmp_path):
+def test_a_given_prompt_changed_in_place_is_refused(root, tmp_path):
     prompt = tmp_path / "pomp.pt"
     _pomp_prompt(prompt)
     args = ["reproduce", "pomp", "--root", str(root), "--model", "synthetic", "--prompt", str(prompt), "--protocol",
