@@ -23,15 +23,16 @@ needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and _backend.trit
                                 reason="the compiled kernels need a CUDA device")
 
 
-def make_case(n_rows, n_cols, dim, shared_from, seed, with_ignore=True, dtype=torch.float32):
-    """Unit-norm rows (as CLIP features); the first half of the rows target private columns, the rest shared ones."""
+def make_case(n_rows, n_cols, dim, shared_from, seed, with_ignore=True, dtype=torch.float32, private_targets=False):
+    """Unit-norm rows (as CLIP features); the first half of the rows target private columns, the rest shared ones
+    (private_targets: every row its private column, as POMP's step)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.nn.functional.normalize(torch.randn(n_rows, dim, generator=g), dim=1).to(dtype)
     w = torch.nn.functional.normalize(torch.randn(n_cols, dim, generator=g), dim=1).to(dtype)
     target = torch.randint(0, n_cols, (n_rows,), generator=g)
     if shared_from > 0:
         target = torch.arange(n_rows) % shared_from  # duplicates when n_rows > shared_from
-        if shared_from < n_cols:  # the second half of the rows have a shared column as target
+        if shared_from < n_cols and not private_targets:  # the second half of the rows have a shared column as target
             half = n_rows // 2
             target[half:] = torch.randint(shared_from, n_cols, (n_rows - half,), generator=g)
     ignore = None
@@ -75,6 +76,24 @@ LAYOUTS = [  # (name, B, M, D, shared_from)
     ("dedup", 19, 6 + 41, 23, 6),
     ("private_only", 5, 5, 8, 5),
 ]
+
+
+@pytest.mark.parametrize("path", ["materialised", "chunked"])
+@pytest.mark.parametrize("check", [True, False], ids=["checked", "unchecked"])
+def test_private_targets_beside_shared_columns_match_float64(monkeypatch, path, check):
+    """POMP's layout: every target is its row's private column, the shared columns only negatives (the branch that
+    keeps no target mask over them), through the public function as POMP calls it (check=False: no validation)."""
+    if path == "chunked":
+        monkeypatch.setattr(sampled_softmax, "CHUNK_BYTES", 1)
+    x, w, target, margin, ignore = make_case(12, 12 + 600, 17, 12, seed=7, private_targets=True)
+    assert (target < 12).all()
+    loss, grads = run(sampled_softmax_loss, x, w, target, torch.tensor(2.5), margin, 12, ignore, backend="reference",
+                      check=check)  # fmt: skip
+    want, want_grads = run(sampled_softmax_loss_naive, x.double(), w.double(), target, torch.tensor(2.5).double(),
+                           margin.double(), 12, ignore)  # fmt: skip
+    assert_rel_norm(loss, want, 1e-6, "loss")
+    for got, ref, what in zip(grads, want_grads, ("d features", "d class_features", "d scale")):
+        assert_rel_norm(got, ref, 1e-6, what)
 
 
 @pytest.mark.parametrize("name,n_rows,n_cols,dim,shared_from", [*LAYOUTS, ("chunks", 9, 9 + 600, 7, 9)],
